@@ -1,0 +1,157 @@
+//! Wire messages. `docs/protocol.md` is the normative description; this file is its source.
+//!
+//! Four kinds of traffic share one QUIC connection (ALPN [`ALPN`]):
+//! - the control stream (the first bidirectional stream, opened by the client) carries
+//!   length-prefixed frames: one [`Hello`] from the client, then [`ServerControl`] frames from
+//!   the server (welcome, joins, leaves) and [`ClientControl`] frames from the client;
+//! - client datagrams ([`ClientDatagram`]) carry inputs, each repeating the last few;
+//! - server datagrams ([`ServerDatagram`]) carry delta-encoded snapshots.
+//!
+//! Every message is encoded by [`crate::codec`].
+
+use crate::tick::Tick;
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change of the messages below.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// TLS application protocol; it names the version too, so a mismatched client fails the handshake.
+pub const ALPN: &[u8] = b"rewind/1";
+/// Longest player name, in bytes of UTF-8.
+pub const MAX_NAME_BYTES: usize = 32;
+/// Longest join token, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 128;
+/// Largest control-stream frame body, in bytes.
+pub const MAX_CONTROL_FRAME: usize = 4096;
+/// Most inputs one datagram may carry (the newest plus the ones it repeats).
+pub const MAX_INPUTS_PER_DATAGRAM: usize = 8;
+/// How many inputs a client sends per datagram: the newest and the three before it.
+pub const INPUT_REDUNDANCY: usize = 4;
+/// Largest datagram either side should send, whatever the path allows.
+pub const MAX_DATAGRAM: usize = 1200;
+
+/// Identifies a player within a match. Assigned by the server; never 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PlayerId(pub u16);
+
+impl std::fmt::Display for PlayerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+/// First frame on the control stream. `protocol_version` is first in every version, so a
+/// server can always read it and answer a mismatch with a clear reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u16,
+    /// Display name, 1 to [`MAX_NAME_BYTES`] bytes, no control characters.
+    pub name: String,
+    /// Join token; checked only when the server is configured with one.
+    pub token: String,
+}
+
+/// Control frames from the client after the hello.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientControl {
+    /// The client is leaving; the server closes the connection.
+    Leave,
+}
+
+/// Control frames from the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerControl {
+    /// Answer to a valid hello.
+    Welcome(Welcome),
+    /// A player is in the match (sent for everyone present on join, then for each newcomer).
+    PlayerJoined { id: PlayerId, name: String },
+    /// A player left the match.
+    PlayerLeft { id: PlayerId },
+}
+
+/// What a client needs to play.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub player_id: PlayerId,
+    pub tick_rate_hz: u16,
+    /// Map name; the client loads `assets/maps/<map>.toml`.
+    pub map: String,
+    /// The server's tick when the welcome was written.
+    pub server_tick: Tick,
+}
+
+/// Bits of [`InputCmd::buttons`].
+pub mod buttons {
+    pub const CROUCH: u8 = 1 << 0;
+}
+
+/// One tick's worth of player intent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputCmd {
+    /// Per-connection sequence number, starting at 1, one per client tick.
+    pub seq: u32,
+    /// The server tick the client believed it was at when sampling this input.
+    pub tick: Tick,
+    /// Forward/back axis, -127..=127 (full speed at ±127).
+    pub move_fwd: i8,
+    /// Strafe axis, -127..=127, positive to the right.
+    pub move_right: i8,
+    /// Absolute view yaw, 65536 steps per turn; 0 looks along +x, 16384 along +z.
+    pub yaw: u16,
+    /// Absolute view pitch in the same steps, positive up; clamped to ±89°.
+    pub pitch: i16,
+    /// [`buttons`] bit set.
+    pub buttons: u8,
+}
+
+/// Client to server datagrams.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientDatagram {
+    Inputs(InputBatch),
+}
+
+/// The newest inputs, oldest first, plus the newest complete snapshot the client holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputBatch {
+    /// Tick of the newest complete snapshot received: the server may delta against it.
+    pub ack: Option<Tick>,
+    /// At most [`MAX_INPUTS_PER_DATAGRAM`] inputs, ascending `seq`.
+    pub inputs: Vec<InputCmd>,
+}
+
+/// Server to client datagrams.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerDatagram {
+    Snapshot(SnapshotMsg),
+}
+
+/// The world at `tick`, relative to a baseline snapshot the client acknowledged.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMsg {
+    pub tick: Tick,
+    /// `tick - baseline_tick`; 0 means no baseline: every player is absolute.
+    pub baseline_age: u8,
+    /// Set when players were left out to fit the datagram: the client must not use this
+    /// snapshot as a baseline, nor acknowledge it, and keeps its previous view of absent players.
+    pub partial: bool,
+    /// Sequence number of the last input of the receiving player the server has applied (0: none).
+    pub last_input: u32,
+    /// Players that changed since the baseline, ascending id. Players absent here and present in
+    /// the baseline are unchanged (unless `partial`).
+    pub players: Vec<PlayerDelta>,
+    /// Players in the baseline that are gone.
+    pub removed: Vec<PlayerId>,
+}
+
+/// One player's state, as a difference from the baseline when the baseline holds the player,
+/// else absolute. Units: positions in 1/256 m, angles in 1/65536 turn; differences of angles wrap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlayerDelta {
+    pub id: PlayerId,
+    pub x: i32,
+    pub y: i32,
+    pub z: i32,
+    pub yaw: i32,
+    pub pitch: i32,
+    /// Absolute flags (never a difference): bit 0 crouching.
+    pub flags: u8,
+}
