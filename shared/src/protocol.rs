@@ -155,3 +155,44 @@ pub struct PlayerDelta {
     /// Absolute flags (never a difference): bit 0 crouching.
     pub flags: u8,
 }
+
+/// Application close codes (QUIC `CONNECTION_CLOSE` error codes); the reason text says more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum CloseCode {
+    /// The player left or the peer closed normally.
+    Normal = 0,
+    /// The hello named a protocol version the server does not speak.
+    ProtocolVersion = 1,
+    /// A frame or datagram could not be decoded or broke a protocol rule.
+    Malformed = 2,
+    /// The hello was refused (bad name, wrong token).
+    Refused = 3,
+    /// The match has no free player slot.
+    MatchFull = 4,
+    /// The server is shutting down.
+    ServerShutdown = 5,
+    /// The peer took too long for a step of the handshake.
+    Timeout = 6,
+    /// The peer could not keep up with reliable messages.
+    TooSlow = 7,
+}
+
+impl CloseCode {
+    /// The code for a number received from the network, if it is one of ours.
+    pub fn from_u32(n: u32) -> Option<CloseCode> {
+        use CloseCode::*;
+        [
+            Normal,
+            ProtocolVersion,
+            Malformed,
+            Refused,
+            MatchFull,
+            ServerShutdown,
+            Timeout,
+            TooSlow,
+        ]
+        .into_iter()
+        .find(|c| *c as u32 == n)
+    }
+}

@@ -134,7 +134,7 @@ pub fn apply(
     // Merge the baseline (minus removals) with the changed players, both ascending.
     let mut players = Vec::with_capacity(base_players.len() + msg.players.len());
     let mut changed = msg.players.iter().peekable();
-    let mut push_changed = |d: &PlayerDelta, old: Option<&NetPlayer>, players: &mut Vec<_>| {
+    let push_changed = |d: &PlayerDelta, old: Option<&NetPlayer>, players: &mut Vec<_>| {
         let p = match old {
             Some(o) => NetPlayer {
                 x: o.x.wrapping_add(d.x),

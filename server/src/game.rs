@@ -1,0 +1,699 @@
+//! The match: a sans-IO state machine. It owns the world, each player's input buffer and the
+//! recent snapshots, and is driven by explicit calls: [`Match::join`], [`Match::leave`],
+//! [`Match::receive`] and [`Match::tick`]. It never reads a clock or touches a socket; what it
+//! wants sent accumulates in its [`Outbox`] for the shell to drain.
+//!
+//! Frame order of one tick: advance the tick counter; for each player in ascending id, apply
+//! the next buffered input (a player with none does not move that tick; one that is behind
+//! may apply a second input, within a small catch-up budget); record the quantized world;
+//! write one snapshot per player, delta-encoded against the newest snapshot that player
+//! acknowledged and still in history.
+
+use bytes::Bytes;
+use rewind_shared::codec;
+use rewind_shared::map::Map;
+use rewind_shared::protocol::{
+    InputBatch, InputCmd, PlayerId, ServerControl, ServerDatagram, SnapshotMsg, Welcome,
+    MAX_INPUTS_PER_DATAGRAM, MAX_NAME_BYTES,
+};
+use rewind_shared::sim::{self, PlayerState};
+use rewind_shared::snapshot::{self, WorldSnapshot};
+use rewind_shared::{Tick, TickRate};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Settings of one match. Every field documents its default and its trade-off.
+#[derive(Clone, Debug)]
+pub struct MatchConfig {
+    /// Simulation and snapshot rate. Default 64 Hz; up to 128 Hz halves the time a client waits
+    /// for the next state and doubles CPU and bandwidth.
+    pub tick_rate: TickRate,
+    /// Most players at once. Default 64. Bounds the world, the snapshot size and the work per tick.
+    pub max_players: usize,
+    /// Inputs buffered per player, newest kept. Default 16 (a quarter second at 64 Hz): deeper
+    /// absorbs more jitter but a client that runs fast gains that much latency before inputs
+    /// are dropped.
+    pub input_buffer: usize,
+    /// Inputs a player may have buffered before the server applies two in one tick to catch up.
+    /// Default 2.
+    pub catch_up_above: usize,
+    /// Snapshots kept as delta baselines. Default 32 (half a second at 64 Hz): a client whose
+    /// acknowledgement is older than this gets a full snapshot.
+    pub snapshot_history: usize,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        MatchConfig {
+            tick_rate: TickRate::DEFAULT,
+            max_players: 64,
+            input_buffer: 16,
+            catch_up_above: 2,
+            snapshot_history: 32,
+        }
+    }
+}
+
+/// Ticks of credit needed for one catch-up input: a player can run at most 1/16 faster than
+/// the server on average, so a client cannot speed-hack by sending inputs faster.
+const CATCH_UP_EVERY: u32 = 16;
+/// Most catch-up credit a player can bank.
+const CATCH_UP_MAX: u32 = 4 * CATCH_UP_EVERY;
+
+/// Why a join was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoinError {
+    #[error("the match is full ({0} players)")]
+    Full(usize),
+    #[error("player name must be 1 to {MAX_NAME_BYTES} bytes without control characters")]
+    BadName,
+}
+
+/// Why an input datagram broke the protocol (the sender is disconnected).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InputError {
+    #[error("{0} is not in the match")]
+    UnknownPlayer(PlayerId),
+    #[error("datagram carries {0} inputs, at most {MAX_INPUTS_PER_DATAGRAM} allowed")]
+    TooManyInputs(usize),
+    #[error("input sequence numbers must start at 1 and ascend")]
+    BadSequence,
+    #[error("acknowledged snapshot {ack} is newer than the server's tick {now}")]
+    AckFromFuture { ack: Tick, now: Tick },
+}
+
+/// What the match wants the shell to send.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Unreliable datagrams (snapshots), one per player per tick.
+    pub datagrams: Vec<(PlayerId, Bytes)>,
+    /// Reliable control messages, in order per player.
+    pub control: Vec<(PlayerId, ServerControl)>,
+}
+
+/// Counters of what the match did; all monotonic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MatchStats {
+    pub ticks: u64,
+    pub joins: u64,
+    pub leaves: u64,
+    pub inputs_applied: u64,
+    /// Inputs already buffered or applied (the redundancy working as intended).
+    pub inputs_duplicate: u64,
+    /// Inputs dropped because the player's buffer was full.
+    pub inputs_overflow: u64,
+    /// Inputs applied as a second input in one tick.
+    pub inputs_catch_up: u64,
+    /// Player-ticks with no input to apply.
+    pub starved: u64,
+    pub snapshots: u64,
+    pub snapshot_bytes: u64,
+    /// Snapshots that left players out to fit the datagram.
+    pub snapshots_partial: u64,
+    /// Snapshots sent without a baseline.
+    pub snapshots_full: u64,
+}
+
+struct Player {
+    id: PlayerId,
+    name: String,
+    state: PlayerState,
+    inputs: VecDeque<InputCmd>,
+    /// Highest sequence number applied (0: none yet).
+    applied: u32,
+    catch_up_credit: u32,
+    ack: Option<Tick>,
+    max_datagram: usize,
+}
+
+/// One authoritative match.
+pub struct Match {
+    config: MatchConfig,
+    map: Arc<Map>,
+    tick: Tick,
+    /// Ascending id.
+    players: Vec<Player>,
+    next_id: u16,
+    next_spawn: usize,
+    /// Oldest first; at most `config.snapshot_history`.
+    history: VecDeque<WorldSnapshot>,
+    outbox: Outbox,
+    stats: MatchStats,
+    msg: SnapshotMsg,
+    encoded: Vec<u8>,
+    order: Vec<(f32, PlayerId)>,
+}
+
+impl Match {
+    pub fn new(config: MatchConfig, map: Arc<Map>) -> Match {
+        let history = VecDeque::with_capacity(config.snapshot_history.max(1));
+        Match {
+            map,
+            tick: Tick::ZERO,
+            players: Vec::with_capacity(config.max_players),
+            next_id: 1,
+            next_spawn: 0,
+            history,
+            outbox: Outbox::default(),
+            stats: MatchStats::default(),
+            msg: SnapshotMsg::default(),
+            encoded: Vec::with_capacity(1500),
+            order: Vec::new(),
+            config,
+        }
+    }
+
+    pub fn tick(&self) -> Tick {
+        self.tick
+    }
+
+    pub fn config(&self) -> &MatchConfig {
+        &self.config
+    }
+
+    pub fn map(&self) -> &Map {
+        &self.map
+    }
+
+    pub fn stats(&self) -> MatchStats {
+        self.stats
+    }
+
+    pub fn player_count(&self) -> usize {
+        self.players.len()
+    }
+
+    /// What the shell should send; drain it after every call.
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+
+    /// A player's authoritative state.
+    pub fn state(&self, id: PlayerId) -> Option<&PlayerState> {
+        self.index(id).map(|i| &self.players[i].state)
+    }
+
+    /// Sequence number of the last input applied for a player.
+    pub fn last_applied(&self, id: PlayerId) -> Option<u32> {
+        self.index(id).map(|i| self.players[i].applied)
+    }
+
+    fn index(&self, id: PlayerId) -> Option<usize> {
+        self.players.binary_search_by_key(&id, |p| p.id).ok()
+    }
+
+    /// Adds a player; `max_datagram` bounds the snapshots written for them.
+    pub fn join(&mut self, name: &str, max_datagram: usize) -> Result<Welcome, JoinError> {
+        if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+            return Err(JoinError::BadName);
+        }
+        if self.players.len() >= self.config.max_players {
+            return Err(JoinError::Full(self.config.max_players));
+        }
+        let id = self.allocate_id();
+        let spawn = self.map.spawns[self.next_spawn % self.map.spawns.len()];
+        self.next_spawn = self.next_spawn.wrapping_add(1);
+        let player = Player {
+            id,
+            name: name.to_string(),
+            state: PlayerState::spawn(spawn.pos, spawn.yaw),
+            inputs: VecDeque::with_capacity(self.config.input_buffer),
+            applied: 0,
+            catch_up_credit: 0,
+            ack: None,
+            max_datagram,
+        };
+        let at = self.players.partition_point(|p| p.id < id);
+        self.players.insert(at, player);
+        for p in &self.players {
+            // Tell the newcomer about everyone (itself included) and everyone about the newcomer.
+            self.outbox.control.push((
+                id,
+                ServerControl::PlayerJoined {
+                    id: p.id,
+                    name: p.name.clone(),
+                },
+            ));
+            if p.id != id {
+                self.outbox.control.push((
+                    p.id,
+                    ServerControl::PlayerJoined {
+                        id,
+                        name: name.to_string(),
+                    },
+                ));
+            }
+        }
+        self.stats.joins += 1;
+        Ok(Welcome {
+            player_id: id,
+            tick_rate_hz: self.config.tick_rate.hz(),
+            map: self.map.name.clone(),
+            server_tick: self.tick,
+        })
+    }
+
+    /// Ids ascend and skip ids in use and 0, so a fresh id is never confused with a recent one.
+    fn allocate_id(&mut self) -> PlayerId {
+        loop {
+            let id = PlayerId(self.next_id);
+            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+            if self.index(id).is_none() {
+                return id;
+            }
+        }
+    }
+
+    /// Removes a player; a no-op for an unknown id.
+    pub fn leave(&mut self, id: PlayerId) {
+        let Some(i) = self.index(id) else { return };
+        self.players.remove(i);
+        self.stats.leaves += 1;
+        for p in &self.players {
+            self.outbox
+                .control
+                .push((p.id, ServerControl::PlayerLeft { id }));
+        }
+    }
+
+    /// Sets the largest snapshot the player's connection can take now.
+    pub fn set_max_datagram(&mut self, id: PlayerId, max: usize) {
+        if let Some(i) = self.index(id) {
+            self.players[i].max_datagram = max;
+        }
+    }
+
+    /// Buffers the inputs of one datagram. Inputs seen before are ignored, so applying a
+    /// datagram twice changes nothing.
+    pub fn receive(&mut self, id: PlayerId, batch: &InputBatch) -> Result<(), InputError> {
+        let i = self.index(id).ok_or(InputError::UnknownPlayer(id))?;
+        if batch.inputs.len() > MAX_INPUTS_PER_DATAGRAM {
+            return Err(InputError::TooManyInputs(batch.inputs.len()));
+        }
+        if batch.inputs.first().is_some_and(|c| c.seq == 0)
+            || batch.inputs.windows(2).any(|w| w[0].seq >= w[1].seq)
+        {
+            return Err(InputError::BadSequence);
+        }
+        if let Some(ack) = batch.ack {
+            if ack.is_after(self.tick) {
+                return Err(InputError::AckFromFuture {
+                    ack,
+                    now: self.tick,
+                });
+            }
+        }
+        let bound = self.config.input_buffer.max(1);
+        let p = &mut self.players[i];
+        if batch
+            .ack
+            .is_some_and(|a| p.ack.is_none_or(|old| a.is_after(old)))
+        {
+            p.ack = batch.ack;
+        }
+        for cmd in &batch.inputs {
+            let at = p.inputs.partition_point(|c| c.seq < cmd.seq);
+            if cmd.seq <= p.applied || p.inputs.get(at).is_some_and(|c| c.seq == cmd.seq) {
+                self.stats.inputs_duplicate += 1;
+                continue;
+            }
+            p.inputs.insert(at, *cmd);
+            if p.inputs.len() > bound {
+                p.inputs.pop_front();
+                self.stats.inputs_overflow += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances the world by one tick and writes a snapshot for every player.
+    pub fn tick_once(&mut self) {
+        self.tick = self.tick.next();
+        self.stats.ticks += 1;
+        let dt = self.config.tick_rate.dt();
+        for p in &mut self.players {
+            p.catch_up_credit = (p.catch_up_credit + 1).min(CATCH_UP_MAX);
+            let Some(cmd) = p.inputs.pop_front() else {
+                self.stats.starved += 1;
+                continue;
+            };
+            p.state = sim::step(&p.state, &cmd, &self.map, dt);
+            p.applied = cmd.seq;
+            self.stats.inputs_applied += 1;
+            if p.inputs.len() > self.config.catch_up_above && p.catch_up_credit >= CATCH_UP_EVERY {
+                if let Some(cmd) = p.inputs.pop_front() {
+                    p.state = sim::step(&p.state, &cmd, &self.map, dt);
+                    p.applied = cmd.seq;
+                    p.catch_up_credit -= CATCH_UP_EVERY;
+                    self.stats.inputs_applied += 1;
+                    self.stats.inputs_catch_up += 1;
+                }
+            }
+        }
+        self.record_world();
+        for i in 0..self.players.len() {
+            self.write_snapshot(i);
+        }
+    }
+
+    /// Appends the quantized world at this tick to the bounded history, reusing the oldest slot.
+    fn record_world(&mut self) {
+        let mut world = if self.history.len() >= self.config.snapshot_history.max(1) {
+            self.history.pop_front().unwrap_or_default()
+        } else {
+            WorldSnapshot::default()
+        };
+        world.tick = self.tick;
+        world.players.clear();
+        world
+            .players
+            .extend(self.players.iter().map(|p| (p.id, p.state.to_net())));
+        self.history.push_back(world);
+    }
+
+    fn write_snapshot(&mut self, i: usize) {
+        let Some(current) = self.history.back() else {
+            return;
+        };
+        let p = &self.players[i];
+        let baseline = p
+            .ack
+            .and_then(|ack| self.history.iter().find(|w| w.tick == ack));
+        snapshot::diff(current, baseline, p.applied, |_| true, &mut self.msg);
+        let msg = std::mem::take(&mut self.msg);
+        let mut datagram = ServerDatagram::Snapshot(msg);
+        let mut fits = encode(&datagram, &mut self.encoded) <= p.max_datagram;
+        if !fits {
+            // Too many players for one datagram: keep the nearest ones, fewer until it fits.
+            let me = p.state.pos;
+            self.order.clear();
+            self.order.extend(
+                current
+                    .players
+                    .iter()
+                    .map(|(id, n)| (PlayerState::from_net(n).pos.distance_squared(me), *id)),
+            );
+            self.order
+                .sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let mut keep = self.order.len();
+            while !fits && keep > 0 {
+                let ServerDatagram::Snapshot(msg) = &mut datagram;
+                let per_player = self.encoded.len() / msg.players.len().max(1);
+                let excess = self.encoded.len().saturating_sub(p.max_datagram);
+                keep = keep.saturating_sub(excess.div_ceil(per_player.max(1)).max(1));
+                let nearest = &self.order[..keep];
+                snapshot::diff(
+                    current,
+                    baseline,
+                    p.applied,
+                    |id| nearest.iter().any(|(_, n)| *n == id),
+                    msg,
+                );
+                fits = encode(&datagram, &mut self.encoded) <= p.max_datagram;
+            }
+        }
+        let ServerDatagram::Snapshot(msg) = datagram;
+        if fits {
+            self.stats.snapshots += 1;
+            self.stats.snapshot_bytes += self.encoded.len() as u64;
+            self.stats.snapshots_partial += u64::from(msg.partial);
+            self.stats.snapshots_full += u64::from(msg.baseline_age == 0);
+            self.outbox
+                .datagrams
+                .push((p.id, Bytes::copy_from_slice(&self.encoded)));
+        }
+        self.msg = msg;
+    }
+}
+
+/// Encodes into a reused buffer; returns the length (usize::MAX if encoding failed, which
+/// cannot fit any datagram).
+fn encode(datagram: &ServerDatagram, buf: &mut Vec<u8>) -> usize {
+    buf.clear();
+    match codec::encode_into(datagram, buf) {
+        Ok(n) => n,
+        Err(_) => usize::MAX,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rewind_shared::protocol::{buttons, MAX_DATAGRAM};
+    use rewind_shared::snapshot::apply;
+
+    fn arena() -> Arc<Map> {
+        Arc::new(Map::load_named(&rewind_shared::map::default_assets_dir(), "arena").unwrap())
+    }
+
+    fn cmd(seq: u32, move_fwd: i8, yaw: u16) -> InputCmd {
+        InputCmd {
+            seq,
+            move_fwd,
+            yaw,
+            ..InputCmd::default()
+        }
+    }
+
+    fn batch(cmds: &[InputCmd]) -> InputBatch {
+        InputBatch {
+            ack: None,
+            inputs: cmds.to_vec(),
+        }
+    }
+
+    fn one_player() -> (Match, PlayerId) {
+        let mut m = Match::new(MatchConfig::default(), arena());
+        let w = m.join("alice", MAX_DATAGRAM).unwrap();
+        (m, w.player_id)
+    }
+
+    #[test]
+    fn inputs_are_applied_in_sequence_order_one_per_tick() {
+        let (mut m, id) = one_player();
+        let start = *m.state(id).unwrap();
+        let inputs: Vec<InputCmd> = (1..=3).map(|s| cmd(s, 127, (s * 10_000) as u16)).collect();
+        // Delivered out of order: 3 first, then 1 and 2.
+        m.receive(id, &batch(&inputs[2..])).unwrap();
+        m.receive(id, &batch(&inputs[..2])).unwrap();
+        let mut expected = start;
+        for (n, i) in inputs.iter().enumerate() {
+            m.tick_once();
+            expected = sim::step(&expected, i, m.map(), m.config().tick_rate.dt());
+            assert_eq!(m.last_applied(id), Some(n as u32 + 1));
+            assert_eq!(*m.state(id).unwrap(), expected);
+        }
+        // Nothing left: the player stands still.
+        m.tick_once();
+        assert_eq!(*m.state(id).unwrap(), expected);
+        assert_eq!(m.stats().starved, 1);
+    }
+
+    #[test]
+    fn duplicates_are_ignored() {
+        let (mut m, id) = one_player();
+        let a = batch(&[cmd(1, 127, 0), cmd(2, 127, 0)]);
+        m.receive(id, &a).unwrap();
+        m.receive(id, &a).unwrap();
+        m.tick_once();
+        // Input 1 again after it was applied, and 2 again while buffered.
+        m.receive(
+            id,
+            &batch(&[cmd(1, -127, 0), cmd(2, 127, 0), cmd(3, 127, 0)]),
+        )
+        .unwrap();
+        m.tick_once();
+        m.tick_once();
+        m.tick_once();
+        assert_eq!(m.stats().inputs_applied, 3);
+        assert_eq!(m.stats().inputs_duplicate, 4);
+        let mut twin = Match::new(MatchConfig::default(), arena());
+        let tid = twin.join("alice", MAX_DATAGRAM).unwrap().player_id;
+        twin.receive(
+            tid,
+            &batch(&[cmd(1, 127, 0), cmd(2, 127, 0), cmd(3, 127, 0)]),
+        )
+        .unwrap();
+        for _ in 0..4 {
+            twin.tick_once();
+        }
+        assert_eq!(m.state(id), twin.state(tid));
+    }
+
+    #[test]
+    fn protocol_violations_are_errors() {
+        let (mut m, id) = one_player();
+        assert_eq!(
+            m.receive(id, &batch(&[cmd(0, 0, 0)])),
+            Err(InputError::BadSequence)
+        );
+        assert_eq!(
+            m.receive(id, &batch(&[cmd(2, 0, 0), cmd(2, 0, 0)])),
+            Err(InputError::BadSequence)
+        );
+        let many: Vec<_> = (1..=9).map(|s| cmd(s, 0, 0)).collect();
+        assert_eq!(
+            m.receive(id, &batch(&many)),
+            Err(InputError::TooManyInputs(9))
+        );
+        let future = InputBatch {
+            ack: Some(Tick(5)),
+            inputs: vec![],
+        };
+        assert!(matches!(
+            m.receive(id, &future),
+            Err(InputError::AckFromFuture { .. })
+        ));
+        assert_eq!(
+            m.receive(PlayerId(99), &batch(&[])),
+            Err(InputError::UnknownPlayer(PlayerId(99)))
+        );
+    }
+
+    #[test]
+    fn the_input_buffer_is_bounded() {
+        let (mut m, id) = one_player();
+        for s in 0..10u32 {
+            let cmds: Vec<_> = (1..=8).map(|k| cmd(s * 8 + k, 0, 0)).collect();
+            m.receive(id, &batch(&cmds)).unwrap();
+        }
+        assert_eq!(m.stats().inputs_overflow, 80 - 16);
+        // The 16 newest survive: 65..=80.
+        m.tick_once();
+        assert_eq!(m.last_applied(id), Some(65));
+    }
+
+    #[test]
+    fn a_fast_client_catches_up_only_within_budget() {
+        let (mut m, id) = one_player();
+        let cmds: Vec<_> = (1..=16).map(|k| cmd(k, 0, 0)).collect();
+        for chunk in cmds.chunks(8) {
+            m.receive(id, &batch(chunk)).unwrap();
+        }
+        // The client keeps sending one input per tick while 15 wait in the buffer.
+        for t in 1..=64 {
+            m.tick_once();
+            m.receive(id, &batch(&[cmd(16 + t, 0, 0)])).unwrap();
+        }
+        // 64 ticks earn four catch-up inputs; the rest is one per tick.
+        assert_eq!(m.stats().inputs_catch_up, 4);
+        assert_eq!(m.last_applied(id), Some(68));
+    }
+
+    #[test]
+    fn crouch_input_changes_stance_on_the_server() {
+        let (mut m, id) = one_player();
+        let mut c = cmd(1, 0, 0);
+        c.buttons = buttons::CROUCH;
+        m.receive(id, &batch(&[c])).unwrap();
+        m.tick_once();
+        assert_eq!(m.state(id).unwrap().stance, sim::Stance::Crouching);
+    }
+
+    #[test]
+    fn snapshots_rebuild_the_world_exactly_and_use_acked_baselines() {
+        let mut m = Match::new(MatchConfig::default(), arena());
+        let ids: Vec<_> = (0..10)
+            .map(|i| m.join(&format!("bot{i}"), MAX_DATAGRAM).unwrap().player_id)
+            .collect();
+        m.outbox().control.clear();
+        let mut client: Option<WorldSnapshot> = None;
+        let mut sizes = vec![];
+        for t in 1..=40u32 {
+            for (k, id) in ids.iter().enumerate() {
+                let ack = client.as_ref().map(|w| w.tick);
+                let yaw = (k as u32 * 6000 + t * 50) as u16;
+                m.receive(
+                    *id,
+                    &InputBatch {
+                        ack,
+                        inputs: vec![cmd(t, 127, yaw)],
+                    },
+                )
+                .unwrap();
+            }
+            m.tick_once();
+            let out = std::mem::take(&mut m.outbox().datagrams);
+            assert_eq!(out.len(), 10);
+            let (_, bytes) = &out[0];
+            sizes.push(bytes.len());
+            let ServerDatagram::Snapshot(msg) = codec::decode(bytes).unwrap();
+            let world = apply(&msg, client.as_ref()).unwrap();
+            for id in &ids {
+                assert_eq!(world.player(*id), Some(&m.state(*id).unwrap().to_net()));
+            }
+            client = Some(world);
+        }
+        assert_eq!(
+            m.stats().snapshots_full,
+            10,
+            "only the first tick is sent without a baseline"
+        );
+        assert!(
+            sizes[39] <= 128,
+            "10-player delta snapshot is {} bytes",
+            sizes[39]
+        );
+    }
+
+    #[test]
+    fn oversized_snapshots_keep_the_nearest_players_and_are_partial() {
+        let config = MatchConfig {
+            max_players: 200,
+            ..MatchConfig::default()
+        };
+        let mut m = Match::new(config, arena());
+        let me = m.join("me", 300).unwrap().player_id;
+        for i in 0..150 {
+            m.join(&format!("p{i}"), MAX_DATAGRAM).unwrap();
+        }
+        m.tick_once();
+        let out = std::mem::take(&mut m.outbox().datagrams);
+        let (_, mine) = out.iter().find(|(id, _)| *id == me).unwrap();
+        assert!(mine.len() <= 300);
+        let ServerDatagram::Snapshot(msg) = codec::decode(mine).unwrap();
+        assert!(msg.partial);
+        assert!(
+            msg.players.iter().any(|p| p.id == me),
+            "a player always sees itself"
+        );
+        let (_, other) = out.iter().find(|(id, _)| *id != me).unwrap();
+        assert!(other.len() <= MAX_DATAGRAM);
+        assert!(m.stats().snapshots_partial >= 1);
+    }
+
+    #[test]
+    fn joins_and_leaves_are_announced_and_capacity_is_enforced() {
+        let config = MatchConfig {
+            max_players: 2,
+            ..MatchConfig::default()
+        };
+        let mut m = Match::new(config, arena());
+        let a = m.join("a", MAX_DATAGRAM).unwrap().player_id;
+        let b = m.join("b", MAX_DATAGRAM).unwrap().player_id;
+        assert_eq!(m.join("c", MAX_DATAGRAM), Err(JoinError::Full(2)));
+        assert_eq!(m.join("", MAX_DATAGRAM), Err(JoinError::BadName));
+        let control = std::mem::take(&mut m.outbox().control);
+        assert!(control.contains(&(
+            a,
+            ServerControl::PlayerJoined {
+                id: b,
+                name: "b".into()
+            }
+        )));
+        assert!(control.contains(&(
+            b,
+            ServerControl::PlayerJoined {
+                id: a,
+                name: "a".into()
+            }
+        )));
+        m.leave(a);
+        assert_eq!(
+            m.outbox().control,
+            vec![(b, ServerControl::PlayerLeft { id: a })]
+        );
+        let c = m.join("c", MAX_DATAGRAM).unwrap().player_id;
+        assert!(c != a && c != b, "ids are not reused right away");
+    }
+}
