@@ -3,6 +3,14 @@
 //! - [`game`]: the sans-IO match core (world, inputs, snapshots). No clock, no sockets.
 //! - [`net`]: the async shell: quinn endpoint, connection tasks and the fixed-rate tick loop.
 //! - [`config`]: the typed server configuration, from a TOML file and flags.
-//! - [`tls`]: certificates (a development certificate when none is configured).
+//! - [`quic`]: certificates, transport settings and control-stream framing (the bots use it too).
+//! - [`stats`]: lock-free server counters.
 
+pub mod config;
 pub mod game;
+pub mod net;
+pub mod quic;
+pub mod stats;
+
+pub use config::ServerConfig;
+pub use net::{Server, ServerError, ServerReport};

@@ -1,1 +1,109 @@
-fn main() {}
+//! `rewind-server`: runs one authoritative match until Ctrl-C.
+
+use anyhow::Context;
+use clap::Parser;
+use rewind_server::{Server, ServerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tracing_subscriber::EnvFilter;
+
+/// Rewind: an authoritative, lag-compensating game server over QUIC.
+///
+/// Settings come from the defaults, then `--config FILE` (TOML, see docs/configuration.md),
+/// then the flags below.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// UDP address to listen on [default: 127.0.0.1:4433].
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+    /// Ticks per second, 10 to 128 [default: 64].
+    #[arg(long)]
+    tick_rate: Option<u16>,
+    /// Most players at once [default: 64].
+    #[arg(long)]
+    max_players: Option<usize>,
+    /// Map name, loaded from <assets>/maps/<map>.toml [default: arena].
+    #[arg(long)]
+    map: Option<String>,
+    /// Assets folder [default: the checkout's assets/].
+    #[arg(long)]
+    assets: Option<PathBuf>,
+    /// PEM certificate chain (with --key); without, a development certificate is generated.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Where to write the generated development certificate [default: <tmp>/rewind-dev-cert.pem].
+    #[arg(long)]
+    dev_cert_out: Option<PathBuf>,
+    /// Require this token in every hello.
+    #[arg(long)]
+    join_token: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+impl Args {
+    fn config(&self) -> anyhow::Result<ServerConfig> {
+        let mut c = match &self.config {
+            Some(path) => ServerConfig::load(path)?,
+            None => ServerConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident => $target:ident),*) => {
+                $(if let Some(v) = &self.$field { c.$target = v.clone().into(); })*
+            };
+        }
+        set!(bind => bind, tick_rate => tick_rate_hz, max_players => max_players, map => map);
+        set!(assets => assets, cert => cert, key => key, dev_cert_out => dev_cert_out, join_token => join_token);
+        Ok(c)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let config = args.config()?;
+    if args.print_config {
+        print!("{}", toml::to_string(&config)?);
+        return Ok(());
+    }
+    let server = Server::start(config)
+        .await
+        .context("cannot start the server")?;
+    if let Some(path) = server.dev_cert_path() {
+        eprintln!(
+            "development certificate: {}\npoint bots at this server with:\n  cargo run --release -p client-sim -- --server {} --cert {}",
+            path.display(),
+            server.local_addr(),
+            path.display()
+        );
+    }
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    eprintln!("shutting down");
+    let report = server.shutdown().await;
+    let s = report.server;
+    eprintln!(
+        "ticks {} (overruns {}, mean {:.1} us, max {:.1} us), connections {}, peer errors {}",
+        s.ticks,
+        s.tick_overruns,
+        s.mean_tick_us(),
+        s.tick_max_ns as f64 / 1000.0,
+        s.connections,
+        s.peer_errors
+    );
+    Ok(())
+}

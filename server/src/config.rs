@@ -1,0 +1,244 @@
+//! The server's settings: one typed struct with documented defaults, loadable from a TOML file
+//! (`rewind-server --config server.toml`) and overridable by flags. `docs/configuration.md`
+//! lists the same settings for operators.
+
+use crate::game::MatchConfig;
+use rewind_shared::map::{self, Map};
+use rewind_shared::TickRate;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything a server needs to run one match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// UDP address to listen on. Default `127.0.0.1:4433`; use `0.0.0.0:4433` to accept
+    /// players from other hosts; port 0 picks a free port (tests).
+    pub bind: SocketAddr,
+    /// Simulation and snapshot rate, 10 to 128 Hz. Default 64.
+    pub tick_rate_hz: u16,
+    /// Most players at once. Default 64.
+    pub max_players: usize,
+    /// Map to load from `<assets>/maps/<map>.toml`. Default `arena`.
+    pub map: String,
+    /// Assets folder. Default: this checkout's `assets/`, else `./assets`.
+    pub assets: Option<PathBuf>,
+    /// PEM certificate chain. With `key`; when absent a development certificate is generated.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+    /// Where to write the generated development certificate (PEM) so clients can trust it.
+    /// Default: `rewind-dev-cert.pem` in the system temp folder.
+    pub dev_cert_out: Option<PathBuf>,
+    /// When set, a hello must carry this token. Default: none (anyone may join).
+    pub join_token: Option<String>,
+    /// Inputs buffered per player. Default 16: see [`MatchConfig::input_buffer`].
+    pub input_buffer: usize,
+    /// Snapshots kept as delta baselines. Default 32: see [`MatchConfig::snapshot_history`].
+    pub snapshot_history: usize,
+    /// QUIC keep-alive period, ms. Default 1000: keeps NAT bindings open and detects loss fast.
+    pub keep_alive_ms: u64,
+    /// Idle timeout, ms. Default 5000: a silent client is dropped after this long.
+    pub idle_timeout_ms: u64,
+    /// Time allowed for each handshake step (QUIC handshake, control stream, hello), ms. Default 3000.
+    pub handshake_timeout_ms: u64,
+    /// Bound of the queue from connections to the tick loop. Default 4096 messages; inputs
+    /// that find it full are dropped (they are repeated in the next datagrams anyway).
+    pub command_queue: usize,
+    /// Reliable messages queued per connection. Default 256; a client that falls further
+    /// behind is disconnected as too slow.
+    pub control_queue: usize,
+    /// Datagram buffer per connection and direction, bytes. Default 16384 (about a dozen
+    /// snapshots): small, so stale state is dropped rather than queued.
+    pub datagram_buffer: usize,
+    /// Ask unvalidated client addresses to prove them (stateless retry) before keeping any
+    /// state. Default true; costs one round trip per connection.
+    pub stateless_retry: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let m = MatchConfig::default();
+        ServerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            tick_rate_hz: m.tick_rate.hz(),
+            max_players: m.max_players,
+            map: "arena".into(),
+            assets: None,
+            cert: None,
+            key: None,
+            dev_cert_out: None,
+            join_token: None,
+            input_buffer: m.input_buffer,
+            snapshot_history: m.snapshot_history,
+            keep_alive_ms: 1000,
+            idle_timeout_ms: 5000,
+            handshake_timeout_ms: 3000,
+            command_queue: 4096,
+            control_queue: 256,
+            datagram_buffer: 16 * 1024,
+            stateless_retry: true,
+        }
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    TickRate(#[from] rewind_shared::tick::TickRateError),
+    #[error("{setting} must be {rule}")]
+    Invalid {
+        setting: &'static str,
+        rule: &'static str,
+    },
+    #[error("cert and key must be given together")]
+    CertWithoutKey,
+    #[error(transparent)]
+    Map(#[from] map::MapError),
+}
+
+impl ServerConfig {
+    /// Reads a TOML file; settings it leaves out keep their defaults.
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks every setting and returns the match settings they imply.
+    pub fn match_config(&self) -> Result<MatchConfig, ConfigError> {
+        let tick_rate = TickRate::new(self.tick_rate_hz)?;
+        let check = |ok: bool, setting, rule| {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid { setting, rule })
+            }
+        };
+        check(
+            (1..=1024).contains(&self.max_players),
+            "max_players",
+            "1 to 1024",
+        )?;
+        check(
+            (1..=256).contains(&self.input_buffer),
+            "input_buffer",
+            "1 to 256",
+        )?;
+        check(
+            (1..=255).contains(&self.snapshot_history),
+            "snapshot_history",
+            "1 to 255",
+        )?;
+        check(self.keep_alive_ms >= 100, "keep_alive_ms", "at least 100")?;
+        check(
+            self.idle_timeout_ms > self.keep_alive_ms,
+            "idle_timeout_ms",
+            "above keep_alive_ms",
+        )?;
+        check(
+            self.handshake_timeout_ms >= 100,
+            "handshake_timeout_ms",
+            "at least 100",
+        )?;
+        check(self.command_queue >= 16, "command_queue", "at least 16")?;
+        check(self.control_queue >= 16, "control_queue", "at least 16")?;
+        check(
+            self.datagram_buffer >= 2048,
+            "datagram_buffer",
+            "at least 2048",
+        )?;
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(ConfigError::CertWithoutKey);
+        }
+        Ok(MatchConfig {
+            tick_rate,
+            max_players: self.max_players,
+            input_buffer: self.input_buffer,
+            snapshot_history: self.snapshot_history,
+            ..MatchConfig::default()
+        })
+    }
+
+    /// Loads the configured map.
+    pub fn load_map(&self) -> Result<Arc<Map>, ConfigError> {
+        let assets = self.assets.clone().unwrap_or_else(map::default_assets_dir);
+        Ok(Arc::new(Map::load_named(&assets, &self.map)?))
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    pub fn dev_cert_path(&self) -> PathBuf {
+        self.dev_cert_out
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("rewind-dev-cert.pem"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_files_override_them() {
+        let d = ServerConfig::default();
+        assert_eq!(d.match_config().unwrap().tick_rate.hz(), 64);
+        let c: ServerConfig = toml::from_str("tick_rate_hz = 128\nmax_players = 10").unwrap();
+        assert_eq!(
+            (c.tick_rate_hz, c.max_players, c.map.as_str()),
+            (128, 10, "arena")
+        );
+        assert!(
+            toml::from_str::<ServerConfig>("tick_rate = 128").is_err(),
+            "unknown keys are errors"
+        );
+    }
+
+    #[test]
+    fn bad_settings_say_which_and_why() {
+        let c = ServerConfig {
+            tick_rate_hz: 200,
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            c.match_config().unwrap_err().to_string(),
+            "tick rate 200 Hz is outside 10..=128 Hz"
+        );
+        let c = ServerConfig {
+            idle_timeout_ms: 500,
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            c.match_config().unwrap_err().to_string(),
+            "idle_timeout_ms must be above keep_alive_ms"
+        );
+        let c = ServerConfig {
+            cert: Some("a.pem".into()),
+            ..ServerConfig::default()
+        };
+        assert!(matches!(c.match_config(), Err(ConfigError::CertWithoutKey)));
+        let c = ServerConfig {
+            map: "nope".into(),
+            ..ServerConfig::default()
+        };
+        assert!(c.load_map().unwrap_err().to_string().contains("nope.toml"));
+    }
+}
