@@ -1,1 +1,158 @@
+//! Headless Rewind bots: real QUIC clients that join a server, play a scripted behaviour and
+//! report what they measured (connections, RTT, snapshot rate, bandwidth, prediction checks).
+//!
+//! [`run`] drives N bots against one server address and returns a [`Report`].
 
+pub mod behaviour;
+pub mod bot;
+pub mod report;
+pub mod view;
+
+pub use bot::BotReport;
+pub use report::Report;
+
+use rewind_server::quic::{self, TlsError, TransportSettings};
+use rewind_shared::map::{self, Map};
+use rustls::pki_types::CertificateDer;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How to run a batch of bots.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Server address.
+    pub server: SocketAddr,
+    /// Name the server's certificate must carry. Default `localhost`.
+    pub server_name: String,
+    /// Certificates to trust (the server's development certificate, or a CA).
+    pub trusted: Vec<CertificateDer<'static>>,
+    /// Number of bots. Default 10.
+    pub bots: usize,
+    /// How long each bot plays after connecting. Default 10 s.
+    pub duration: Duration,
+    /// Bots are named `<prefix><index>`. Default `bot`.
+    pub name_prefix: String,
+    /// Join token sent in every hello. Default empty.
+    pub token: String,
+    /// Seed of the bots' behaviour; the same seed plays the same script. Default 1.
+    pub seed: u64,
+    /// Print a progress line to stderr every second. Default false.
+    pub progress: bool,
+    /// Where maps are loaded from. Default: the checkout's `assets/`.
+    pub assets: PathBuf,
+    /// Delay between two bots' connection attempts. Default 5 ms.
+    pub connect_spacing: Duration,
+    /// Time allowed for the QUIC handshake and the welcome. Default 5 s.
+    pub connect_timeout: Duration,
+    maps: Arc<Mutex<HashMap<String, Arc<Map>>>>,
+}
+
+impl SimConfig {
+    /// Defaults for bots against `server`, trusting `trusted`.
+    pub fn new(server: SocketAddr, trusted: Vec<CertificateDer<'static>>) -> SimConfig {
+        SimConfig {
+            server,
+            server_name: "localhost".into(),
+            trusted,
+            bots: 10,
+            duration: Duration::from_secs(10),
+            name_prefix: "bot".into(),
+            token: String::new(),
+            seed: 1,
+            progress: false,
+            assets: map::default_assets_dir(),
+            connect_spacing: Duration::from_millis(5),
+            connect_timeout: Duration::from_secs(5),
+            maps: Arc::default(),
+        }
+    }
+
+    /// The named map, loaded once per run.
+    fn map(&self, name: &str) -> Result<Arc<Map>, String> {
+        let mut maps = self
+            .maps
+            .lock()
+            .map_err(|_| "map cache poisoned".to_string())?;
+        if let Some(m) = maps.get(name) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(Map::load_named(&self.assets, name).map_err(|e| e.to_string())?);
+        maps.insert(name.to_string(), m.clone());
+        Ok(m)
+    }
+}
+
+/// Live totals for the progress line.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    connected: AtomicU64,
+    snapshots: AtomicU64,
+    inputs: AtomicU64,
+}
+
+/// Why a run could not start at all (per-bot failures go in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("no bots to run")]
+    NoBots,
+}
+
+/// Runs every bot to the end and gathers the report.
+pub async fn run(cfg: SimConfig) -> Result<Report, SimError> {
+    if cfg.bots == 0 {
+        return Err(SimError::NoBots);
+    }
+    let client = quic::client_config(&cfg.trusted, &TransportSettings::default())?;
+    let cfg = Arc::new(cfg);
+    let live = Arc::new(Live::default());
+    let started = Instant::now();
+    let progress = cfg
+        .progress
+        .then(|| tokio::spawn(print_progress(cfg.clone(), live.clone(), started)));
+    let mut handles = Vec::with_capacity(cfg.bots);
+    for i in 0..cfg.bots {
+        let (cfg, client, live) = (cfg.clone(), client.clone(), live.clone());
+        let delay = cfg.connect_spacing * i as u32;
+        handles.push(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            bot::run(i, cfg, client, live).await
+        }));
+    }
+    let mut bots = Vec::with_capacity(handles.len());
+    for (i, h) in handles.into_iter().enumerate() {
+        bots.push(h.await.unwrap_or_else(|e| BotReport {
+            name: format!("{}{i}", cfg.name_prefix),
+            error: Some(format!("bot task failed: {e}")),
+            ..BotReport::default()
+        }));
+    }
+    if let Some(p) = progress {
+        p.abort();
+    }
+    Ok(Report::new(&bots, cfg.duration, started.elapsed()))
+}
+
+async fn print_progress(cfg: Arc<SimConfig>, live: Arc<Live>, started: Instant) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.tick().await;
+    let (mut snaps, mut inputs) = (0, 0);
+    loop {
+        every.tick().await;
+        let (s, i) = (live.snapshots.load(Relaxed), live.inputs.load(Relaxed));
+        eprintln!(
+            "[{:5.1}s] bots {}/{} connected, {} snapshots/s, {} inputs/s",
+            started.elapsed().as_secs_f64(),
+            live.connected.load(Relaxed),
+            cfg.bots,
+            s - snaps,
+            i - inputs
+        );
+        (snaps, inputs) = (s, i);
+    }
+}

@@ -1,1 +1,83 @@
-fn main() {}
+//! `client-sim`: connects N bots to a Rewind server over QUIC and reports what they measured.
+
+use anyhow::Context;
+use clap::Parser;
+use client_sim::SimConfig;
+use rewind_server::quic;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+/// Headless Rewind bots for load tests.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    server: SocketAddr,
+    /// PEM certificate to trust: the file the server printed at start for a development
+    /// certificate, or its CA.
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("rewind-dev-cert.pem"))]
+    cert: PathBuf,
+    /// Name the server's certificate is checked against.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Number of bots.
+    #[arg(long, default_value_t = 10)]
+    bots: usize,
+    /// Seconds each bot plays.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Join token, if the server requires one.
+    #[arg(long, default_value = "")]
+    token: String,
+    /// Seed of the bots' behaviour.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Bot name prefix.
+    #[arg(long, default_value = "bot")]
+    name_prefix: String,
+    /// Print the report as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0,
+        "--duration must be between 0 and 86400 seconds"
+    );
+    let trusted = quic::load_trusted(&args.cert).with_context(|| {
+        "cannot load the server certificate (start the server first, or pass --cert)"
+    })?;
+    let mut cfg = SimConfig::new(args.server, trusted);
+    cfg.server_name = args.server_name;
+    cfg.bots = args.bots;
+    cfg.duration = Duration::from_secs_f64(args.duration);
+    cfg.token = args.token;
+    cfg.seed = args.seed;
+    cfg.name_prefix = args.name_prefix;
+    cfg.progress = !args.quiet;
+    let report = client_sim::run(cfg).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{report}");
+    }
+    if report.bots_connected == 0 {
+        anyhow::bail!("no bot could join the server");
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! One bot: a real QUIC client that joins, predicts its own movement, interpolates everyone
+//! else, plays the [`Wanderer`] script and measures what it sees.
+
+use crate::behaviour::Wanderer;
+use crate::view::{Predictor, SnapshotBuffer, SnapshotClock};
+use crate::{Live, SimConfig};
+use rewind_server::quic;
+use rewind_shared::codec;
+use rewind_shared::map::Map;
+use rewind_shared::protocol::{
+    ClientControl, ClientDatagram, CloseCode, Hello, InputBatch, InputCmd, PlayerId, ServerControl,
+    ServerDatagram, Welcome, INPUT_REDUNDANCY, PROTOCOL_VERSION,
+};
+use rewind_shared::sim::PlayerState;
+use rewind_shared::Tick;
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant, MissedTickBehavior};
+use tracing::debug;
+
+/// Clients render this many snapshot intervals behind the newest snapshot.
+pub const INTERP_DELAY_TICKS: f64 = 2.0;
+/// How often a bot samples quinn's RTT estimate.
+const RTT_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
+/// What one bot saw.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BotReport {
+    pub name: String,
+    pub player_id: Option<u16>,
+    /// Joined the match (got a welcome).
+    pub connected: bool,
+    /// Why the bot could not join or was cut off, if it was.
+    pub error: Option<String>,
+    /// Seconds between the welcome and the end.
+    pub seconds: f64,
+    pub snapshots: u64,
+    /// Snapshots that could not be decoded or rebuilt.
+    pub snapshot_errors: u64,
+    pub inputs_sent: u64,
+    /// Server states equal, bit for bit, to the bot's own prediction after the same input.
+    pub prediction_matches: u64,
+    pub prediction_mismatches: u64,
+    /// Players the bot was told about over the control stream (itself included).
+    pub players_seen: usize,
+    /// Path length of the bot's authoritative positions, metres.
+    pub travelled_m: f32,
+    /// UDP bytes sent and received, QUIC overhead included.
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    #[serde(skip)]
+    pub rtt_us: Vec<u32>,
+}
+
+/// Runs one bot to the end of its session; every failure ends up in the report.
+pub(crate) async fn run(
+    index: usize,
+    cfg: Arc<SimConfig>,
+    client: quinn::ClientConfig,
+    live: Arc<Live>,
+) -> BotReport {
+    let mut report = BotReport {
+        name: format!("{}{index}", cfg.name_prefix),
+        ..BotReport::default()
+    };
+    if let Err(e) = play(index, &cfg, client, &live, &mut report).await {
+        debug!(bot = %report.name, error = %e, "bot ended with an error");
+        report.error = Some(e);
+    }
+    report
+}
+
+fn describe(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            let code = u32::try_from(c.error_code.into_inner())
+                .ok()
+                .and_then(CloseCode::from_u32);
+            format!(
+                "closed by server ({code:?}): {}",
+                String::from_utf8_lossy(&c.reason)
+            )
+        }
+        other => other.to_string(),
+    }
+}
+
+async fn play(
+    index: usize,
+    cfg: &SimConfig,
+    client: quinn::ClientConfig,
+    live: &Live,
+    report: &mut BotReport,
+) -> Result<(), String> {
+    let bind = if cfg.server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let bind = if cfg.server.ip().is_loopback() && cfg.server.is_ipv4() {
+        "127.0.0.1:0"
+    } else {
+        bind
+    };
+    let mut endpoint = quinn::Endpoint::client(bind.parse().map_err(|e| format!("{e}"))?)
+        .map_err(|e| format!("cannot bind: {e}"))?;
+    endpoint.set_default_client_config(client);
+    let connecting = endpoint
+        .connect(cfg.server, &cfg.server_name)
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let conn = timeout(cfg.connect_timeout, connecting)
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let result = session(index, cfg, &conn, live, report).await;
+    let stats = conn.stats();
+    report.bytes_up = stats.udp_tx.bytes;
+    report.bytes_down = stats.udp_rx.bytes;
+    conn.close(
+        quinn::VarInt::from_u32(CloseCode::Normal as u32),
+        b"bot done",
+    );
+    let _ = timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
+    result
+}
+
+async fn session(
+    index: usize,
+    cfg: &SimConfig,
+    conn: &quinn::Connection,
+    live: &Live,
+    report: &mut BotReport,
+) -> Result<(), String> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| describe(&e))?;
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        name: report.name.clone(),
+        token: cfg.token.clone(),
+    };
+    quic::write_message(&mut send, &hello)
+        .await
+        .map_err(|e| e.to_string())?;
+    let first = timeout(
+        cfg.connect_timeout,
+        quic::read_message::<ServerControl>(&mut recv),
+    )
+    .await;
+    let welcome = match first {
+        Ok(Ok(Some(ServerControl::Welcome(w)))) => w,
+        Ok(Ok(Some(other))) => return Err(format!("expected a welcome, got {other:?}")),
+        Err(_) => return Err("no welcome in time".into()),
+        Ok(Ok(None)) | Ok(Err(_)) => {
+            // The server closed on us: say why.
+            let why = conn.closed().await;
+            return Err(describe(&why));
+        }
+    };
+    let map = cfg.map(&welcome.map)?;
+    report.connected = true;
+    report.player_id = Some(welcome.player_id.0);
+    live.connected.fetch_add(1, Relaxed);
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<ServerControl>(256);
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(msg)) = quic::read_message::<ServerControl>(&mut recv).await {
+            if ctl_tx.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let result = game_loop(index, cfg, conn, &welcome, &map, live, report, &mut ctl_rx).await;
+    report.seconds = started.elapsed().as_secs_f64();
+    live.connected.fetch_sub(1, Relaxed);
+    reader.abort();
+    if result.is_ok() {
+        let _ = quic::write_message(&mut send, &ClientControl::Leave).await;
+        let _ = send.finish();
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn game_loop(
+    index: usize,
+    cfg: &SimConfig,
+    conn: &quinn::Connection,
+    welcome: &Welcome,
+    map: &Map,
+    live: &Live,
+    report: &mut BotReport,
+    control: &mut mpsc::Receiver<ServerControl>,
+) -> Result<(), String> {
+    let me = welcome.player_id;
+    let dt = 1.0 / f32::from(welcome.tick_rate_hz.max(1));
+    let epoch = Instant::now();
+    let local = || epoch.elapsed().as_secs_f64();
+    let end = epoch + cfg.duration;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f32(dt));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut rtt_timer = tokio::time::interval(RTT_SAMPLE_EVERY);
+    let mut clock = SnapshotClock::new(welcome.tick_rate_hz);
+    let mut buffer = SnapshotBuffer::default();
+    let mut predictor = Predictor::default();
+    let mut wanderer = Wanderer::new(cfg.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut names: BTreeMap<PlayerId, String> = BTreeMap::new();
+    let mut recent: VecDeque<InputCmd> = VecDeque::with_capacity(INPUT_REDUNDANCY);
+    let mut others = Vec::new();
+    let mut seq = 0u32;
+    let mut last_pos: Option<PlayerState> = None;
+    let mut out = Vec::with_capacity(256);
+    loop {
+        tokio::select! {
+            _ = sleep_until(end) => return Ok(()),
+            _ = rtt_timer.tick() => {
+                report.rtt_us.push(conn.rtt().as_micros().min(u128::from(u32::MAX)) as u32);
+            }
+            Some(msg) = control.recv() => match msg {
+                ServerControl::PlayerJoined { id, name } => {
+                    names.insert(id, name);
+                    report.players_seen = report.players_seen.max(names.len());
+                }
+                ServerControl::PlayerLeft { id } => { names.remove(&id); }
+                ServerControl::Welcome(_) => return Err("a second welcome".into()),
+            },
+            datagram = conn.read_datagram() => {
+                let bytes = datagram.map_err(|e| describe(&e))?;
+                let msg = match codec::decode::<ServerDatagram>(&bytes) {
+                    Ok(ServerDatagram::Snapshot(msg)) => msg,
+                    Err(e) => {
+                        report.snapshot_errors += 1;
+                        debug!(error = %e, "undecodable snapshot");
+                        continue;
+                    }
+                };
+                let world = match buffer.rebuild(&msg) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        report.snapshot_errors += 1;
+                        debug!(error = %e, "snapshot not rebuilt");
+                        continue;
+                    }
+                };
+                report.snapshots += 1;
+                live.snapshots.fetch_add(1, Relaxed);
+                clock.observe(msg.tick, local());
+                if let Some(n) = world.player(me) {
+                    let state = PlayerState::from_net(n);
+                    if let Some(prev) = last_pos {
+                        report.travelled_m += prev.pos.distance(state.pos);
+                    }
+                    last_pos = Some(state);
+                    predictor.on_server(msg.last_input, state, map, dt);
+                    report.prediction_matches = predictor.matches;
+                    report.prediction_mismatches = predictor.mismatches;
+                }
+                if !msg.partial {
+                    let u = clock.unwrap(msg.tick);
+                    buffer.push(u, world);
+                }
+            }
+            _ = ticker.tick() => {
+                let Some(state) = predictor.current().copied() else { continue };
+                let Some(now) = clock.now(local()) else { continue };
+                buffer.positions_at(now - INTERP_DELAY_TICKS, &mut others);
+                let mut cmd = wanderer.next_input(&state, me, &others, map);
+                seq += 1;
+                cmd.seq = seq;
+                let ahead = conn.rtt().as_secs_f64() / f64::from(dt);
+                cmd.tick = Tick((now + ahead).round() as i64 as u32);
+                predictor.on_input(cmd, map, dt);
+                if recent.len() == INPUT_REDUNDANCY {
+                    recent.pop_front();
+                }
+                recent.push_back(cmd);
+                let batch = InputBatch {
+                    ack: buffer.newest().map(|w| w.tick),
+                    inputs: recent.iter().copied().collect(),
+                };
+                out.clear();
+                codec::encode_into(&ClientDatagram::Inputs(batch), &mut out).map_err(|e| e.to_string())?;
+                match conn.send_datagram(bytes::Bytes::copy_from_slice(&out)) {
+                    Ok(()) => {
+                        report.inputs_sent += 1;
+                        live.inputs.fetch_add(1, Relaxed);
+                    }
+                    Err(quinn::SendDatagramError::ConnectionLost(e)) => return Err(describe(&e)),
+                    Err(e) => debug!(error = %e, "input datagram not sent"),
+                }
+            }
+        }
+    }
+}

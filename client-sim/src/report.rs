@@ -1,0 +1,125 @@
+//! The load-test report: per-bot figures and their aggregate.
+
+use crate::bot::BotReport;
+use serde::Serialize;
+use std::fmt;
+use std::time::Duration;
+
+/// What a run of bots measured. Rates are per connected bot per second of its session.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub bots: usize,
+    pub bots_connected: usize,
+    /// Seconds each bot was asked to play.
+    pub duration_s: f64,
+    /// Wall-clock seconds of the whole run.
+    pub wall_s: f64,
+    /// Percentiles of quinn's smoothed RTT, sampled every 100 ms on every bot.
+    pub rtt_ms_p50: f64,
+    pub rtt_ms_p99: f64,
+    pub snapshots_per_sec: f64,
+    /// UDP payload bytes, QUIC overhead included.
+    pub bytes_up_per_bot_per_sec: f64,
+    pub bytes_down_per_bot_per_sec: f64,
+    pub inputs_sent: u64,
+    pub snapshot_errors: u64,
+    pub prediction_matches: u64,
+    pub prediction_mismatches: u64,
+    /// Distinct errors, with how many bots had each.
+    pub errors: Vec<(String, usize)>,
+    pub per_bot: Vec<BotReport>,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    f64::from(sorted[i.min(sorted.len() - 1)]) / 1000.0
+}
+
+impl Report {
+    pub fn new(bots: &[BotReport], duration: Duration, wall: Duration) -> Report {
+        let connected: Vec<&BotReport> = bots.iter().filter(|b| b.connected).collect();
+        let mut rtt: Vec<u32> = connected
+            .iter()
+            .flat_map(|b| b.rtt_us.iter().copied())
+            .collect();
+        rtt.sort_unstable();
+        let per_sec = |f: fn(&BotReport) -> f64| {
+            let rates: Vec<f64> = connected
+                .iter()
+                .filter(|b| b.seconds > 0.0)
+                .map(|b| f(b) / b.seconds)
+                .collect();
+            if rates.is_empty() {
+                0.0
+            } else {
+                rates.iter().sum::<f64>() / rates.len() as f64
+            }
+        };
+        let mut errors: Vec<(String, usize)> = Vec::new();
+        for e in bots.iter().filter_map(|b| b.error.as_ref()) {
+            match errors.iter_mut().find(|(m, _)| m == e) {
+                Some((_, n)) => *n += 1,
+                None => errors.push((e.clone(), 1)),
+            }
+        }
+        Report {
+            bots: bots.len(),
+            bots_connected: connected.len(),
+            duration_s: duration.as_secs_f64(),
+            wall_s: wall.as_secs_f64(),
+            rtt_ms_p50: percentile(&rtt, 0.50),
+            rtt_ms_p99: percentile(&rtt, 0.99),
+            snapshots_per_sec: per_sec(|b| b.snapshots as f64),
+            bytes_up_per_bot_per_sec: per_sec(|b| b.bytes_up as f64),
+            bytes_down_per_bot_per_sec: per_sec(|b| b.bytes_down as f64),
+            inputs_sent: bots.iter().map(|b| b.inputs_sent).sum(),
+            snapshot_errors: bots.iter().map(|b| b.snapshot_errors).sum(),
+            prediction_matches: bots.iter().map(|b| b.prediction_matches).sum(),
+            prediction_mismatches: bots.iter().map(|b| b.prediction_mismatches).sum(),
+            errors,
+            per_bot: bots.to_vec(),
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "bots connected      {}/{}",
+            self.bots_connected, self.bots
+        )?;
+        writeln!(
+            f,
+            "rtt p50 / p99       {:.2} / {:.2} ms",
+            self.rtt_ms_p50, self.rtt_ms_p99
+        )?;
+        writeln!(
+            f,
+            "snapshots received  {:.1} per bot per second",
+            self.snapshots_per_sec
+        )?;
+        writeln!(
+            f,
+            "bandwidth per bot   {:.0} B/s up, {:.0} B/s down ({:.1} kbit/s down, QUIC included)",
+            self.bytes_up_per_bot_per_sec,
+            self.bytes_down_per_bot_per_sec,
+            self.bytes_down_per_bot_per_sec * 8.0 / 1000.0
+        )?;
+        writeln!(
+            f,
+            "prediction          {} server states matched the bots' own prediction, {} did not",
+            self.prediction_matches, self.prediction_mismatches
+        )?;
+        if self.snapshot_errors > 0 {
+            writeln!(f, "snapshot errors     {}", self.snapshot_errors)?;
+        }
+        for (e, n) in &self.errors {
+            writeln!(f, "error ({n} bots)    {e}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,288 @@
+//! What a client knows of the world: an estimate of the server's snapshot clock, the recent
+//! snapshots it rebuilt (delta baselines and interpolation), and its own predicted state.
+//! All of it is sans-IO: callers pass local time in seconds.
+
+use glam::Vec3;
+use rewind_shared::map::Map;
+use rewind_shared::protocol::{InputCmd, PlayerId, SnapshotMsg};
+use rewind_shared::sim::{self, PlayerState};
+use rewind_shared::snapshot::{self, SnapshotError, WorldSnapshot};
+use rewind_shared::Tick;
+use std::collections::VecDeque;
+
+/// Snapshots kept for baselines and interpolation (half a second at 64 Hz).
+pub const SNAPSHOTS_KEPT: usize = 32;
+/// Inputs awaiting the server's acknowledgement; older ones are forgotten.
+pub const PENDING_INPUTS: usize = 256;
+
+/// Where the newest snapshot stream is, in (unwrapped) server ticks, as a function of local time.
+///
+/// Each snapshot for tick `t` arriving at local time `r` is a sample `t - r/dt` of the offset
+/// between the clocks; network delay only ever makes a sample late, so the estimate jumps up
+/// to a higher sample at once and follows lower ones slowly.
+#[derive(Debug)]
+pub struct SnapshotClock {
+    dt: f64,
+    offset: Option<f64>,
+    last: Option<(Tick, i64)>,
+}
+
+impl SnapshotClock {
+    pub fn new(tick_rate_hz: u16) -> SnapshotClock {
+        SnapshotClock {
+            dt: 1.0 / f64::from(tick_rate_hz.max(1)),
+            offset: None,
+            last: None,
+        }
+    }
+
+    /// The unwrapped value of `tick`, relative to the ticks seen so far.
+    pub fn unwrap(&mut self, tick: Tick) -> i64 {
+        let u = match self.last {
+            Some((t, u)) => u + i64::from(tick.since(t)),
+            None => i64::from(tick.0),
+        };
+        if self.last.is_none_or(|(_, lu)| u > lu) {
+            self.last = Some((tick, u));
+        }
+        u
+    }
+
+    /// Records the arrival of the snapshot for `tick` at local time `local`.
+    pub fn observe(&mut self, tick: Tick, local: f64) {
+        let sample = self.unwrap(tick) as f64 - local / self.dt;
+        self.offset = Some(match self.offset {
+            Some(o) if sample <= o => o + 0.01 * (sample - o),
+            _ => sample,
+        });
+    }
+
+    /// The tick of the newest snapshot expected to have arrived by `local`.
+    pub fn now(&self, local: f64) -> Option<f64> {
+        self.offset.map(|o| o + local / self.dt)
+    }
+}
+
+/// Recently rebuilt snapshots, oldest first.
+#[derive(Debug, Default)]
+pub struct SnapshotBuffer {
+    snaps: VecDeque<(i64, WorldSnapshot)>,
+}
+
+impl SnapshotBuffer {
+    /// Rebuilds the snapshot a message describes from the baseline it names.
+    pub fn rebuild(&self, msg: &SnapshotMsg) -> Result<WorldSnapshot, SnapshotError> {
+        let want = msg.tick.sub(u32::from(msg.baseline_age));
+        let baseline = self
+            .snaps
+            .iter()
+            .rev()
+            .map(|(_, w)| w)
+            .find(|w| w.tick == want);
+        snapshot::apply(msg, baseline)
+    }
+
+    /// Keeps a complete snapshot (ascending unwrapped tick; an old or repeated one is ignored).
+    pub fn push(&mut self, unwrapped: i64, world: WorldSnapshot) {
+        if self.snaps.back().is_some_and(|(u, _)| *u >= unwrapped) {
+            return;
+        }
+        if self.snaps.len() == SNAPSHOTS_KEPT {
+            self.snaps.pop_front();
+        }
+        self.snaps.push_back((unwrapped, world));
+    }
+
+    pub fn newest(&self) -> Option<&WorldSnapshot> {
+        self.snaps.back().map(|(_, w)| w)
+    }
+
+    /// Positions of every player at `view` (unwrapped ticks, fractional), interpolated between
+    /// the two snapshots around it; clamped to the oldest and newest held.
+    pub fn positions_at(&self, view: f64, out: &mut Vec<(PlayerId, Vec3)>) {
+        out.clear();
+        let Some(after) = self.snaps.iter().position(|(u, _)| *u as f64 >= view) else {
+            if let Some((_, w)) = self.snaps.back() {
+                out.extend(
+                    w.players
+                        .iter()
+                        .map(|(id, n)| (*id, PlayerState::from_net(n).pos)),
+                );
+            }
+            return;
+        };
+        let (ub, b) = &self.snaps[after];
+        if after == 0 {
+            out.extend(
+                b.players
+                    .iter()
+                    .map(|(id, n)| (*id, PlayerState::from_net(n).pos)),
+            );
+            return;
+        }
+        let (ua, a) = &self.snaps[after - 1];
+        let t = ((view - *ua as f64) / (*ub - *ua) as f64) as f32;
+        for (id, nb) in &b.players {
+            let pb = PlayerState::from_net(nb).pos;
+            let p = match a.player(*id) {
+                Some(na) => PlayerState::from_net(na).pos.lerp(pb, t),
+                None => pb,
+            };
+            out.push((*id, p));
+        }
+    }
+}
+
+/// Client-side prediction of the local player, checked against every authoritative state.
+///
+/// The server applies each input exactly once, in sequence order, so its state after input
+/// `k` must equal the prediction after input `k`, bit for bit; a difference is a
+/// misprediction and the prediction is rebuilt from the server's state.
+#[derive(Debug, Default)]
+pub struct Predictor {
+    /// Sent inputs not yet acknowledged, each with the predicted state after it.
+    pending: VecDeque<(InputCmd, PlayerState)>,
+    current: Option<PlayerState>,
+    acked: u32,
+    pub matches: u64,
+    pub mismatches: u64,
+}
+
+impl Predictor {
+    /// The predicted state now, once the first authoritative state arrived.
+    pub fn current(&self) -> Option<&PlayerState> {
+        self.current.as_ref()
+    }
+
+    /// Applies a newly sent input to the prediction.
+    pub fn on_input(&mut self, cmd: InputCmd, map: &Map, dt: f32) {
+        let Some(cur) = self.current else { return };
+        let next = sim::step(&cur, &cmd, map, dt);
+        if self.pending.len() == PENDING_INPUTS {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((cmd, next));
+        self.current = Some(next);
+    }
+
+    /// Compares the server's state after input `last_input` with the prediction.
+    pub fn on_server(&mut self, last_input: u32, state: PlayerState, map: &Map, dt: f32) {
+        if self.current.is_none() {
+            self.current = Some(state);
+            self.acked = last_input;
+            return;
+        }
+        if last_input <= self.acked {
+            return;
+        }
+        self.acked = last_input;
+        while self
+            .pending
+            .front()
+            .is_some_and(|(c, _)| c.seq < last_input)
+        {
+            self.pending.pop_front();
+        }
+        match self.pending.front() {
+            Some((c, predicted)) if c.seq == last_input => {
+                if *predicted == state {
+                    self.matches += 1;
+                    self.pending.pop_front();
+                    return;
+                }
+                self.pending.pop_front();
+            }
+            _ => {}
+        }
+        self.mismatches += 1;
+        let mut st = state;
+        for (cmd, after) in &mut self.pending {
+            st = sim::step(&st, cmd, map, dt);
+            *after = st;
+        }
+        self.current = Some(st);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rewind_shared::map::default_assets_dir;
+    use rewind_shared::sim::NetPlayer;
+
+    #[test]
+    fn clock_follows_the_earliest_arrivals() {
+        let mut c = SnapshotClock::new(64);
+        let dt = 1.0 / 64.0;
+        // Snapshot t arrives 5 ms late, sometimes 20 ms.
+        for t in 100..200u32 {
+            let late = if t % 7 == 0 { 0.020 } else { 0.005 };
+            c.observe(Tick(t), (f64::from(t) - 100.0) * dt + late);
+        }
+        let now = c.now(100.0 * dt).unwrap();
+        assert!((now - (200.0 - 0.005 / dt)).abs() < 0.05, "{now}");
+    }
+
+    #[test]
+    fn clock_unwraps_ticks() {
+        let mut c = SnapshotClock::new(64);
+        assert_eq!(c.unwrap(Tick(u32::MAX)), i64::from(u32::MAX));
+        assert_eq!(c.unwrap(Tick(1)), i64::from(u32::MAX) + 2);
+        assert_eq!(c.unwrap(Tick(u32::MAX - 1)), i64::from(u32::MAX) - 1);
+    }
+
+    #[test]
+    fn interpolation_between_bracketing_snapshots() {
+        let mut b = SnapshotBuffer::default();
+        let at = |tick: u32, x: i32| WorldSnapshot {
+            tick: Tick(tick),
+            players: vec![(
+                PlayerId(1),
+                NetPlayer {
+                    x,
+                    ..NetPlayer::default()
+                },
+            )],
+        };
+        b.push(10, at(10, 0));
+        b.push(12, at(12, 512));
+        let mut out = vec![];
+        b.positions_at(11.5, &mut out);
+        assert_eq!(out, vec![(PlayerId(1), Vec3::new(1.5, 0.0, 0.0))]);
+        b.positions_at(50.0, &mut out);
+        assert_eq!(out[0].1.x, 2.0);
+    }
+
+    #[test]
+    fn prediction_matches_the_same_step_and_recovers_from_a_difference() {
+        let map = Map::load_named(&default_assets_dir(), "arena").unwrap();
+        let dt = 1.0 / 64.0;
+        let spawn = PlayerState::spawn(Vec3::new(-20.0, 0.0, -20.0), 0);
+        let mut p = Predictor::default();
+        p.on_server(0, spawn, &map, dt);
+        let cmds: Vec<InputCmd> = (1..=5)
+            .map(|seq| InputCmd {
+                seq,
+                move_fwd: 127,
+                ..InputCmd::default()
+            })
+            .collect();
+        for c in &cmds {
+            p.on_input(*c, &map, dt);
+        }
+        let mut server = spawn;
+        for c in &cmds[..3] {
+            server = sim::step(&server, c, &map, dt);
+        }
+        p.on_server(3, server, &map, dt);
+        assert_eq!((p.matches, p.mismatches), (1, 0));
+        // The server says something else happened by input 4: the prediction rebases on it.
+        let odd = PlayerState {
+            pos: server.pos + Vec3::new(0.0, 0.0, 1.0),
+            ..server
+        };
+        p.on_server(4, odd, &map, dt);
+        assert_eq!(p.mismatches, 1);
+        assert_eq!(*p.current().unwrap(), sim::step(&odd, &cmds[4], &map, dt));
+    }
+}
