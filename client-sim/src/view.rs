@@ -72,7 +72,7 @@ pub struct SnapshotBuffer {
 impl SnapshotBuffer {
     /// Rebuilds the snapshot a message describes from the baseline it names.
     pub fn rebuild(&self, msg: &SnapshotMsg) -> Result<WorldSnapshot, SnapshotError> {
-        let want = msg.tick.sub(u32::from(msg.baseline_age));
+        let want = msg.tick.minus(u32::from(msg.baseline_age));
         let baseline = self
             .snaps
             .iter()

@@ -63,7 +63,7 @@ const CATCH_UP_MAX: u32 = 4 * CATCH_UP_EVERY;
 /// Why a join was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JoinError {
-    #[error("the match is full ({0} players)")]
+    #[error("the match is full: all {0} player slots are taken")]
     Full(usize),
     #[error("player name must be 1 to {MAX_NAME_BYTES} bytes without control characters")]
     BadName,

@@ -397,17 +397,17 @@ async fn relay_datagrams(
     }
 }
 
+/// Reads the client's control frames; the only one defined so far is `Leave`, and a clean end
+/// of the stream means the same.
 async fn read_control(
     conn: &quinn::Connection,
     recv: &mut quinn::RecvStream,
 ) -> Result<(), ConnEnd> {
-    loop {
-        match quic::read_message::<ClientControl>(recv).await? {
-            Some(ClientControl::Leave) | None => {
-                info!("player left");
-                close(conn, CloseCode::Normal, "goodbye");
-                return Ok(());
-            }
+    match quic::read_message::<ClientControl>(recv).await? {
+        Some(ClientControl::Leave) | None => {
+            info!("player left");
+            close(conn, CloseCode::Normal, "goodbye");
+            Ok(())
         }
     }
 }

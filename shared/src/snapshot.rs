@@ -105,7 +105,7 @@ pub fn apply(
     let baseline = if msg.baseline_age == 0 {
         None
     } else {
-        let want = msg.tick.sub(u32::from(msg.baseline_age));
+        let want = msg.tick.minus(u32::from(msg.baseline_age));
         match baseline {
             Some(b) if b.tick == want => Some(b),
             _ => {

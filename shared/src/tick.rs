@@ -16,20 +16,20 @@ impl Tick {
 
     /// The tick `n` steps later (wrapping).
     #[must_use]
-    pub fn add(self, n: u32) -> Tick {
+    pub fn plus(self, n: u32) -> Tick {
         Tick(self.0.wrapping_add(n))
     }
 
     /// The tick `n` steps earlier (wrapping).
     #[must_use]
-    pub fn sub(self, n: u32) -> Tick {
+    pub fn minus(self, n: u32) -> Tick {
         Tick(self.0.wrapping_sub(n))
     }
 
     /// The next tick.
     #[must_use]
     pub fn next(self) -> Tick {
-        self.add(1)
+        self.plus(1)
     }
 
     /// Signed number of ticks from `earlier` to `self`, correct across the wrap.
@@ -109,8 +109,8 @@ mod tests {
     fn arithmetic_across_the_wrap() {
         let last = Tick(u32::MAX);
         assert_eq!(last.next(), Tick(0));
-        assert_eq!(last.add(5), Tick(4));
-        assert_eq!(Tick(4).sub(5), last);
+        assert_eq!(last.plus(5), Tick(4));
+        assert_eq!(Tick(4).minus(5), last);
         assert_eq!(Tick(4).since(last), 5);
         assert_eq!(last.since(Tick(4)), -5);
         assert!(Tick(2).is_after(last));
@@ -124,7 +124,7 @@ mod tests {
         for base in [0u32, 1, u32::MAX / 2, u32::MAX - 3, u32::MAX] {
             for gap in [1u32, 100, 1 << 20, (1 << 31) - 1] {
                 let a = Tick(base);
-                let b = a.add(gap);
+                let b = a.plus(gap);
                 assert!(b.is_after(a), "{b} after {a}");
                 assert!(a.is_before(b));
                 assert_eq!(b.since(a), gap as i32);

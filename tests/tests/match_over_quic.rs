@@ -1,0 +1,179 @@
+//! A real server and real bots over QUIC on loopback, plus clients that misbehave.
+
+use client_sim::SimConfig;
+use rewind_server::Server;
+use rewind_shared::protocol::{
+    ClientDatagram, CloseCode, Hello, InputBatch, InputCmd, ServerControl, PROTOCOL_VERSION,
+};
+use rewind_tests::{connect_with_alpn, hello, raw_hello, start_server};
+use std::time::Duration;
+
+fn bots(server: &Server, n: usize, seconds: f64) -> SimConfig {
+    let mut cfg = SimConfig::new(server.local_addr(), vec![server.certificate().clone()]);
+    cfg.bots = n;
+    cfg.duration = Duration::from_secs_f64(seconds);
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_play_a_match_and_the_server_follows_their_inputs() {
+    let server = start_server(|_| {}).await;
+    let report = client_sim::run(bots(&server, 5, 3.0)).await.unwrap();
+    let stats = server.shutdown().await;
+
+    assert_eq!(report.bots_connected, 5, "errors: {:?}", report.errors);
+    for b in &report.per_bot {
+        assert!(b.error.is_none(), "{}: {:?}", b.name, b.error);
+        // 3 s at 64 Hz is 192 snapshots; allow for a loaded machine.
+        assert!(
+            b.snapshots > 100,
+            "{} received {} snapshots",
+            b.name,
+            b.snapshots
+        );
+        assert_eq!(b.snapshot_errors, 0, "{}", b.name);
+        assert_eq!(b.players_seen, 5, "{} was told about every player", b.name);
+        // Every authoritative position the server reported equals the bot's own replay of the
+        // inputs it sent, up to the input the server says it applied: bit for bit.
+        assert!(
+            b.prediction_matches > 100,
+            "{}: {} checked states",
+            b.name,
+            b.prediction_matches
+        );
+        assert_eq!(
+            b.prediction_mismatches, 0,
+            "{}: server diverged from the inputs",
+            b.name
+        );
+        assert!(
+            b.travelled_m > 3.0,
+            "{} only moved {} m",
+            b.name,
+            b.travelled_m
+        );
+    }
+    assert!(
+        report.snapshots_per_sec > 40.0,
+        "{}",
+        report.snapshots_per_sec
+    );
+    assert!(report.bytes_down_per_bot_per_sec > 0.0 && report.bytes_up_per_bot_per_sec > 0.0);
+    assert_eq!(stats.game.joins, 5);
+    assert_eq!(stats.game.leaves, 5);
+    assert_eq!(stats.server.peer_errors, 0);
+    assert!(stats.game.inputs_applied >= 5 * 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_datagram_closes_only_that_connection() {
+    let server = start_server(|_| {}).await;
+    let play = tokio::spawn(client_sim::run(bots(&server, 3, 2.5)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut bad = raw_hello(&server, &hello("mallory")).await;
+    assert!(matches!(
+        bad.next_control().await,
+        Some(ServerControl::Welcome(_))
+    ));
+    bad.send_datagram(&[0xff, 0x13, 0x37, 0x00]);
+    let (code, reason) = bad.close_reason().await;
+    assert_eq!(code, Some(CloseCode::Malformed));
+    assert!(reason.starts_with("malformed datagram"), "{reason}");
+
+    // A well-formed datagram that breaks a protocol rule (sequence 0) is closed too.
+    let mut rude = raw_hello(&server, &hello("rude")).await;
+    assert!(matches!(
+        rude.next_control().await,
+        Some(ServerControl::Welcome(_))
+    ));
+    let batch = InputBatch {
+        ack: None,
+        inputs: vec![InputCmd::default()],
+    };
+    rude.send_message(&ClientDatagram::Inputs(batch));
+    let (code, reason) = rude.close_reason().await;
+    assert_eq!(code, Some(CloseCode::Malformed));
+    assert_eq!(reason, "input sequence numbers must start at 1 and ascend");
+
+    let report = play.await.unwrap().unwrap();
+    let stats = server.shutdown().await;
+    assert_eq!(report.bots_connected, 3);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    for b in &report.per_bot {
+        assert!(
+            b.snapshots > 80,
+            "{} received {} snapshots",
+            b.name,
+            b.snapshots
+        );
+        assert_eq!(b.prediction_mismatches, 0);
+    }
+    assert_eq!(stats.server.peer_errors, 2);
+    assert_eq!(stats.game.joins, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_protocol_version_is_refused_with_a_reason() {
+    let server = start_server(|_| {}).await;
+    let play = tokio::spawn(client_sim::run(bots(&server, 2, 1.5)));
+    let future = Hello {
+        protocol_version: PROTOCOL_VERSION + 1,
+        ..hello("time-traveller")
+    };
+    let old = raw_hello(&server, &future).await;
+    let (code, reason) = old.close_reason().await;
+    assert_eq!(code, Some(CloseCode::ProtocolVersion));
+    assert_eq!(
+        reason,
+        format!(
+            "protocol version {} is not supported; this server speaks version {PROTOCOL_VERSION}",
+            PROTOCOL_VERSION + 1
+        )
+    );
+    // A different ALPN does not even complete the TLS handshake.
+    assert!(connect_with_alpn(&server, b"rewind/0").await.is_err());
+    let report = play.await.unwrap().unwrap();
+    let stats = server.shutdown().await;
+    assert_eq!(report.bots_connected, 2);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(stats.server.version_mismatches, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_are_refused_with_reasons_when_full_or_unauthorised() {
+    let server = start_server(|c| {
+        c.max_players = 1;
+        c.join_token = Some("sesame".into());
+    })
+    .await;
+    let wrong = raw_hello(&server, &hello("guest")).await;
+    assert_eq!(
+        wrong.close_reason().await,
+        (Some(CloseCode::Refused), "wrong join token".into())
+    );
+    let token = |name: &str| Hello {
+        token: "sesame".into(),
+        ..hello(name)
+    };
+    let mut first = raw_hello(&server, &token("first")).await;
+    assert!(matches!(
+        first.next_control().await,
+        Some(ServerControl::Welcome(_))
+    ));
+    let second = raw_hello(&server, &token("second")).await;
+    assert_eq!(
+        second.close_reason().await,
+        (
+            Some(CloseCode::MatchFull),
+            "the match is full: all 1 player slots are taken".into()
+        )
+    );
+    // Shutting down tells the player why.
+    let stats = tokio::spawn(server.shutdown());
+    assert_eq!(
+        first.close_reason().await.0,
+        Some(CloseCode::ServerShutdown)
+    );
+    assert_eq!(stats.await.unwrap().server.joins_refused, 2);
+}
