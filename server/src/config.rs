@@ -95,7 +95,7 @@ pub enum ConfigError {
     },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("{0}")]
+    #[error(transparent)]
     TickRate(#[from] rewind_shared::tick::TickRateError),
     #[error("{setting} must be {rule}")]
     Invalid {

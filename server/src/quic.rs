@@ -21,13 +21,13 @@ pub struct Identity {
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot generate a development certificate: {0}")]
+    #[error("cannot generate a development certificate")]
     Generate(#[from] rcgen::Error),
     #[error("cannot read {path}: {message}")]
     Pem { path: String, message: String },
     #[error("{0} holds no certificate")]
     NoCertificate(String),
-    #[error("TLS configuration: {0}")]
+    #[error("the TLS configuration was rejected")]
     Rustls(#[from] rustls::Error),
     #[error("QUIC cannot use this TLS configuration: {0}")]
     Quic(String),
