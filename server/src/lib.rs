@@ -4,12 +4,14 @@
 //! - [`net`]: the async shell: quinn endpoint, connection tasks and the fixed-rate tick loop.
 //! - [`config`]: the typed server configuration, from a TOML file and flags.
 //! - [`quic`]: certificates, transport settings and control-stream framing (the bots use it too).
+//! - [`schedule`]: the tick loop's absolute-deadline schedule (testable without a clock).
 //! - [`stats`]: lock-free server counters.
 
 pub mod config;
 pub mod game;
 pub mod net;
 pub mod quic;
+pub mod schedule;
 pub mod stats;
 
 pub use config::ServerConfig;

@@ -10,6 +10,7 @@
 use crate::config::{ConfigError, ServerConfig};
 use crate::game::{InputError, JoinError, Match, MatchStats};
 use crate::quic::{self, FrameError, TlsError, TransportSettings};
+use crate::schedule::{Lateness, Schedule};
 use crate::stats::{Counters, ServerStats};
 use rewind_shared::codec;
 use rewind_shared::protocol::{
@@ -26,9 +27,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
-
-/// Ticks the loop may fall behind before it stops catching up and resets its schedule.
-const MAX_CATCH_UP_TICKS: u32 = 8;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -421,11 +419,11 @@ async fn run_tick_loop(
     let interval = game.config().tick_rate.interval();
     let mut sessions: SlotMap<SessionKey, Session> = SlotMap::with_key();
     let mut by_player: HashMap<PlayerId, SessionKey> = HashMap::new();
-    let mut deadline = Instant::now() + interval;
+    let mut schedule = Schedule::new(std::time::Instant::now(), interval);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = sleep_until(deadline) => {}
+            _ = sleep_until(Instant::from_std(schedule.deadline())) => {}
         }
         let started = Instant::now();
         // Everything that arrived since the last tick; bounded by the queue's capacity.
@@ -477,15 +475,13 @@ async fn run_tick_loop(
         let busy = started.elapsed().as_nanos() as u64;
         Counters::add(&counters.tick_busy_ns, busy);
         Counters::max(&counters.tick_max_ns, busy);
-        deadline += interval;
-        let now = Instant::now();
-        if now > deadline {
-            Counters::bump(&counters.tick_overruns);
-            if now > deadline + interval * MAX_CATCH_UP_TICKS {
-                let behind = ((now - deadline).as_nanos() / interval.as_nanos()) as u64;
+        match schedule.advance(std::time::Instant::now()) {
+            Lateness::OnTime => {}
+            Lateness::Overrun => Counters::bump(&counters.tick_overruns),
+            Lateness::Skipped(behind) => {
+                Counters::bump(&counters.tick_overruns);
                 Counters::add(&counters.ticks_skipped, behind);
                 warn!(behind, "tick loop fell behind; skipping ahead");
-                deadline = now + interval;
             }
         }
     }

@@ -177,3 +177,23 @@ async fn joins_are_refused_with_reasons_when_full_or_unauthorised() {
     );
     assert_eq!(stats.await.unwrap().server.joins_refused, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_128_hz_server_runs_bots_at_its_rate() {
+    let server = start_server(|c| c.tick_rate_hz = 128).await;
+    let report = client_sim::run(bots(&server, 2, 1.5)).await.unwrap();
+    let stats = server.shutdown().await;
+    assert_eq!(report.bots_connected, 2, "{:?}", report.errors);
+    // Clearly above the 64 Hz default even on a loaded machine; the exact rate is not timed here.
+    assert!(
+        report.snapshots_per_sec > 80.0,
+        "{} snapshots/s",
+        report.snapshots_per_sec
+    );
+    assert_eq!(
+        report.prediction_mismatches, 0,
+        "the bots step with the server's dt"
+    );
+    assert!(report.prediction_matches > 100);
+    assert!(stats.server.ticks > 128);
+}
