@@ -86,6 +86,29 @@ impl SimConfig {
     }
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `warn`), for the binaries of this crate.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Parses a command-line duration in seconds (fractions allowed, up to a day).
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!("{s} s is not between 0 and 86400 seconds"))
+    }
+}
+
 /// Live totals for the progress line.
 #[derive(Debug, Default)]
 pub(crate) struct Live {

@@ -7,7 +7,6 @@ use rewind_server::quic;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tracing_subscriber::EnvFilter;
 
 /// Headless Rewind bots for load tests.
 #[derive(Parser, Debug)]
@@ -27,8 +26,8 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     bots: usize,
     /// Seconds each bot plays.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    #[arg(long, default_value = "10", value_parser = client_sim::parse_seconds)]
+    duration: Duration,
     /// Join token, if the server requires one.
     #[arg(long, default_value = "")]
     token: String,
@@ -48,24 +47,15 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    client_sim::init_tracing();
     let args = Args::parse();
-    anyhow::ensure!(
-        args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0,
-        "--duration must be between 0 and 86400 seconds"
-    );
     let trusted = quic::load_trusted(&args.cert).with_context(|| {
         "cannot load the server certificate (start the server first, or pass --cert)"
     })?;
     let mut cfg = SimConfig::new(args.server, trusted);
     cfg.server_name = args.server_name;
     cfg.bots = args.bots;
-    cfg.duration = Duration::from_secs_f64(args.duration);
+    cfg.duration = args.duration;
     cfg.token = args.token;
     cfg.seed = args.seed;
     cfg.name_prefix = args.name_prefix;

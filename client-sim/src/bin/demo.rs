@@ -6,7 +6,6 @@ use client_sim::SimConfig;
 use rewind_server::{Server, ServerConfig};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tracing_subscriber::EnvFilter;
 
 /// Run a server and bots in one process for a few seconds.
 #[derive(Parser, Debug)]
@@ -16,8 +15,8 @@ struct Args {
     #[arg(long, default_value_t = 6)]
     bots: usize,
     /// Seconds the bots play.
-    #[arg(long, default_value_t = 5.0)]
-    seconds: f64,
+    #[arg(long, default_value = "5", value_parser = client_sim::parse_seconds)]
+    seconds: Duration,
     /// Server tick rate, Hz.
     #[arg(long, default_value_t = 64)]
     tick_rate: u16,
@@ -28,17 +27,8 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    client_sim::init_tracing();
     let args = Args::parse();
-    anyhow::ensure!(
-        args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= 3600.0,
-        "--seconds must be between 0 and 3600"
-    );
     let config = ServerConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         tick_rate_hz: args.tick_rate,
@@ -50,12 +40,14 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::start(config).await?;
     let addr = server.local_addr();
     eprintln!(
-        "Rewind demo: server on {addr} (QUIC, map arena, {} Hz); {} bots play for {} s",
-        args.tick_rate, args.bots, args.seconds
+        "Rewind demo: server on {addr} (QUIC, map arena, {} Hz); {} bots play for {:.1} s",
+        args.tick_rate,
+        args.bots,
+        args.seconds.as_secs_f64()
     );
     let mut sim = SimConfig::new(addr, vec![server.certificate().clone()]);
     sim.bots = args.bots;
-    sim.duration = Duration::from_secs_f64(args.seconds);
+    sim.duration = args.seconds;
     sim.progress = true;
     let report = client_sim::run(sim).await;
     if let Some(path) = server.dev_cert_path() {
