@@ -1,6 +1,7 @@
 //! Shared set-up for Rewind's benchmarks.
 
 use rewind_server::game::{Match, MatchConfig};
+use rewind_shared::hitbox::Hitboxes;
 use rewind_shared::map::{default_assets_dir, Map};
 use rewind_shared::protocol::{buttons, InputBatch, InputCmd, PlayerId, MAX_DATAGRAM};
 use rewind_shared::Tick;
@@ -13,7 +14,8 @@ pub fn match_with(players: usize) -> (Match, Vec<PlayerId>) {
         max_players: players.max(1),
         ..MatchConfig::default()
     };
-    let mut m = Match::new(config, map);
+    let hitboxes = Hitboxes::load(&default_assets_dir()).expect("hitboxes");
+    let mut m = Match::new(config, map, hitboxes);
     let ids = (0..players)
         .map(|i| {
             m.join(&format!("bot{i}"), MAX_DATAGRAM)
@@ -36,6 +38,7 @@ pub fn scripted_input(k: usize, seq: u32) -> InputCmd {
         yaw: (k as u32 * 7000 + seq * 90) as u16,
         pitch: ((seq % 400) as i16 - 200) * 8,
         buttons: if phase % 5 == 0 { buttons::CROUCH } else { 0 },
+        shot: None,
     }
 }
 

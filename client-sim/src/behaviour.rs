@@ -6,7 +6,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rewind_shared::map::Map;
 use rewind_shared::protocol::{buttons, InputCmd, PlayerId};
-use rewind_shared::sim::{self, PlayerState, ANGLE_STEPS, STAND_HEIGHT};
+use rewind_shared::sim::{self, aim, PlayerState, STAND_HEIGHT};
 
 /// Eye height used to aim, metres above the feet.
 const EYE: f32 = STAND_HEIGHT - 0.1;
@@ -93,18 +93,6 @@ impl Wanderer {
             ..InputCmd::default()
         }
     }
-}
-
-/// Yaw and pitch (angle steps) looking from `from` to `to`.
-pub fn aim(from: Vec3, to: Vec3) -> (u16, i16) {
-    let d = to - from;
-    let turn = ANGLE_STEPS / std::f32::consts::TAU;
-    let yaw = (d.z.atan2(d.x) * turn).round() as i32;
-    let pitch = (d.y.atan2(d.x.hypot(d.z)) * turn).round() as i32;
-    (
-        yaw.rem_euclid(65_536) as u16,
-        pitch.clamp(-i32::from(sim::PITCH_LIMIT), i32::from(sim::PITCH_LIMIT)) as i16,
-    )
 }
 
 #[cfg(test)]

@@ -225,6 +225,7 @@ async fn game_loop(
                 }
                 ServerControl::PlayerLeft { id } => { names.remove(&id); }
                 ServerControl::Welcome(_) => return Err("a second welcome".into()),
+                ServerControl::ShotResult(_) | ServerControl::Kill { .. } => {}
             },
             datagram = conn.read_datagram() => {
                 let bytes = datagram.map_err(|e| describe(&e))?;

@@ -3,6 +3,8 @@
 //! lists the same settings for operators.
 
 use crate::game::MatchConfig;
+use crate::lagcomp::{RewindPolicy, MAX_WINDOW};
+use rewind_shared::hitbox::Hitboxes;
 use rewind_shared::map::{self, Map};
 use rewind_shared::TickRate;
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,19 @@ pub struct ServerConfig {
     pub input_buffer: usize,
     /// Snapshots kept as delta baselines. Default 32: see [`MatchConfig::snapshot_history`].
     pub snapshot_history: usize,
+    /// Judge shots at the shooter's view time. Default true; false judges against the newest
+    /// state (for comparison).
+    pub lag_compensation: bool,
+    /// How far back shots may be judged, ms. Default 250, at most 1000.
+    pub rewind_window_ms: u64,
+    /// How far a claimed view time may be from the server's estimate, ms. Default 200.
+    pub view_tolerance_ms: u64,
+    /// A trusted claim older than the window is clamped to its edge (true, default) or rejected.
+    pub clamp_old_shots: bool,
+    /// Shortest time between two shots of a player, ms. Default 100.
+    pub fire_cooldown_ms: u64,
+    /// Time a killed player stays dead, ms. Default 2000; must exceed the rewind window.
+    pub respawn_ms: u64,
     /// QUIC keep-alive period, ms. Default 1000: keeps NAT bindings open and detects loss fast.
     pub keep_alive_ms: u64,
     /// Idle timeout, ms. Default 5000: a silent client is dropped after this long.
@@ -74,6 +89,12 @@ impl Default for ServerConfig {
             join_token: None,
             input_buffer: m.input_buffer,
             snapshot_history: m.snapshot_history,
+            lag_compensation: m.rewind.enabled,
+            rewind_window_ms: m.rewind.window.as_millis() as u64,
+            view_tolerance_ms: m.rewind.tolerance.as_millis() as u64,
+            clamp_old_shots: m.rewind.clamp_old,
+            fire_cooldown_ms: m.fire_cooldown.as_millis() as u64,
+            respawn_ms: m.respawn_delay.as_millis() as u64,
             keep_alive_ms: 1000,
             idle_timeout_ms: 5000,
             handshake_timeout_ms: 3000,
@@ -106,6 +127,8 @@ pub enum ConfigError {
     CertWithoutKey,
     #[error(transparent)]
     Map(#[from] map::MapError),
+    #[error(transparent)]
+    Hitboxes(#[from] rewind_shared::hitbox::HitboxError),
 }
 
 impl ServerConfig {
@@ -164,6 +187,22 @@ impl ServerConfig {
             "datagram_buffer",
             "at least 2048",
         )?;
+        let window = MAX_WINDOW.as_millis() as u64;
+        check(
+            (1..=window).contains(&self.rewind_window_ms),
+            "rewind_window_ms",
+            "1 to 1000",
+        )?;
+        check(
+            self.view_tolerance_ms >= 1,
+            "view_tolerance_ms",
+            "at least 1",
+        )?;
+        check(
+            self.respawn_ms > self.rewind_window_ms,
+            "respawn_ms",
+            "above rewind_window_ms",
+        )?;
         if self.cert.is_some() != self.key.is_some() {
             return Err(ConfigError::CertWithoutKey);
         }
@@ -172,14 +211,30 @@ impl ServerConfig {
             max_players: self.max_players,
             input_buffer: self.input_buffer,
             snapshot_history: self.snapshot_history,
+            rewind: RewindPolicy {
+                enabled: self.lag_compensation,
+                window: Duration::from_millis(self.rewind_window_ms),
+                tolerance: Duration::from_millis(self.view_tolerance_ms),
+                clamp_old: self.clamp_old_shots,
+            },
+            fire_cooldown: Duration::from_millis(self.fire_cooldown_ms),
+            respawn_delay: Duration::from_millis(self.respawn_ms),
             ..MatchConfig::default()
         })
     }
 
+    fn assets_dir(&self) -> PathBuf {
+        self.assets.clone().unwrap_or_else(map::default_assets_dir)
+    }
+
     /// Loads the configured map.
     pub fn load_map(&self) -> Result<Arc<Map>, ConfigError> {
-        let assets = self.assets.clone().unwrap_or_else(map::default_assets_dir);
-        Ok(Arc::new(Map::load_named(&assets, &self.map)?))
+        Ok(Arc::new(Map::load_named(&self.assets_dir(), &self.map)?))
+    }
+
+    /// Loads the hitboxes from the assets folder.
+    pub fn load_hitboxes(&self) -> Result<Hitboxes, ConfigError> {
+        Ok(Hitboxes::load(&self.assets_dir())?)
     }
 
     pub fn handshake_timeout(&self) -> Duration {
@@ -229,6 +284,14 @@ mod tests {
         assert_eq!(
             c.match_config().unwrap_err().to_string(),
             "idle_timeout_ms must be above keep_alive_ms"
+        );
+        let c = ServerConfig {
+            rewind_window_ms: 1500,
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            c.match_config().unwrap_err().to_string(),
+            "rewind_window_ms must be 1 to 1000"
         );
         let c = ServerConfig {
             cert: Some("a.pem".into()),

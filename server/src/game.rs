@@ -3,24 +3,30 @@
 //! [`Match::receive`] and [`Match::tick`]. It never reads a clock or touches a socket; what it
 //! wants sent accumulates in its [`Outbox`] for the shell to drain.
 //!
-//! Frame order of one tick: advance the tick counter; for each player in ascending id, apply
-//! the next buffered input (a player with none does not move that tick; one that is behind
-//! may apply a second input, within a small catch-up budget); record the quantized world;
-//! write one snapshot per player, delta-encoded against the newest snapshot that player
-//! acknowledged and still in history.
+//! Frame order of one tick: advance the tick counter; respawn the players whose time has come;
+//! for each player in ascending id, apply the next buffered input (a player with none does not
+//! move that tick; one that is behind may apply a second input, within a small catch-up
+//! budget); judge the shots those inputs carried, in the same order, against the history
+//! rewound to each shooter's view time ([`crate::lagcomp`]); record the quantized world in the
+//! history; write one snapshot per player, delta-encoded against the newest snapshot that
+//! player acknowledged and still in history.
 
+use crate::history::History;
+use crate::lagcomp::{self, RewindPolicy, ViewCheck};
 use bytes::Bytes;
 use rewind_shared::codec;
+use rewind_shared::hitbox::{Hitboxes, Part, Ray};
 use rewind_shared::map::Map;
 use rewind_shared::protocol::{
-    InputBatch, InputCmd, PlayerId, ServerControl, ServerDatagram, SnapshotMsg, Welcome,
-    MAX_INPUTS_PER_DATAGRAM, MAX_NAME_BYTES,
+    InputBatch, InputCmd, PlayerId, RejectReason, ServerControl, ServerDatagram, Shot, ShotOutcome,
+    ShotResult, SnapshotMsg, Welcome, MAX_INPUTS_PER_DATAGRAM, MAX_NAME_BYTES,
 };
 use rewind_shared::sim::{self, PlayerState};
-use rewind_shared::snapshot::{self, WorldSnapshot};
+use rewind_shared::snapshot;
 use rewind_shared::{Tick, TickRate};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Settings of one match. Every field documents its default and its trade-off.
 #[derive(Clone, Debug)]
@@ -40,6 +46,13 @@ pub struct MatchConfig {
     /// Snapshots kept as delta baselines. Default 32 (half a second at 64 Hz): a client whose
     /// acknowledgement is older than this gets a full snapshot.
     pub snapshot_history: usize,
+    /// Lag compensation: on or off, rewind window, trust tolerance, clamp or reject.
+    pub rewind: RewindPolicy,
+    /// Shortest time between two shots of one player. Default 100 ms (600 rounds a minute).
+    pub fire_cooldown: Duration,
+    /// How long a killed player stays dead. Default 2 s; must exceed the rewind window so a
+    /// respawn is never interpolated.
+    pub respawn_delay: Duration,
 }
 
 impl Default for MatchConfig {
@@ -50,6 +63,9 @@ impl Default for MatchConfig {
             input_buffer: 16,
             catch_up_above: 2,
             snapshot_history: 32,
+            rewind: RewindPolicy::default(),
+            fire_cooldown: Duration::from_millis(100),
+            respawn_delay: Duration::from_secs(2),
         }
     }
 }
@@ -82,13 +98,38 @@ pub enum InputError {
     AckFromFuture { ack: Tick, now: Tick },
 }
 
-/// What the match wants the shell to send.
+/// What the match wants the shell to send, and what happened (for logs and recordings).
 #[derive(Debug, Default)]
 pub struct Outbox {
     /// Unreliable datagrams (snapshots), one per player per tick.
     pub datagrams: Vec<(PlayerId, Bytes)>,
     /// Reliable control messages, in order per player.
     pub control: Vec<(PlayerId, ServerControl)>,
+    /// Decisions the match took, with their reasons.
+    pub events: Vec<GameEvent>,
+}
+
+/// Something the match decided, kept with everything needed to explain it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GameEvent {
+    Shot(ShotEvent),
+    Respawn { tick: Tick, player: PlayerId },
+}
+
+/// One shot and how it was judged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShotEvent {
+    pub tick: Tick,
+    pub shooter: PlayerId,
+    pub seq: u32,
+    pub shot: Shot,
+    /// From the shooter's eyes after the input's movement, along the shot's aim.
+    pub ray: Ray,
+    /// Which instant the targets were rewound to, or why the shot was not judged.
+    pub check: Result<ViewCheck, RejectReason>,
+    pub outcome: ShotOutcome,
+    /// Distance to the hit, metres.
+    pub distance: Option<f32>,
 }
 
 /// Counters of what the match did; all monotonic.
@@ -112,13 +153,28 @@ pub struct MatchStats {
     pub snapshots_partial: u64,
     /// Snapshots sent without a baseline.
     pub snapshots_full: u64,
+    pub shots: u64,
+    pub hits: u64,
+    pub headshots: u64,
+    pub kills: u64,
+    /// Shots not judged (each with its reason in a [`ShotEvent`]).
+    pub shots_rejected: u64,
+    /// Shots judged at a clamped view time.
+    pub shots_clamped: u64,
 }
 
 struct Player {
     id: PlayerId,
     name: String,
     state: PlayerState,
-    inputs: VecDeque<InputCmd>,
+    health: u16,
+    /// Set while dead.
+    respawn_at: Option<Tick>,
+    /// No shot before this tick.
+    next_fire: Tick,
+    rtt: Duration,
+    /// Buffered inputs, ascending seq, each with the tick it first arrived at.
+    inputs: VecDeque<(InputCmd, Tick)>,
     /// Highest sequence number applied (0: none yet).
     applied: u32,
     catch_up_credit: u32,
@@ -130,13 +186,16 @@ struct Player {
 pub struct Match {
     config: MatchConfig,
     map: Arc<Map>,
+    hitboxes: Hitboxes,
     tick: Tick,
     /// Ascending id.
     players: Vec<Player>,
     next_id: u16,
     next_spawn: usize,
-    /// Oldest first; at most `config.snapshot_history`.
-    history: VecDeque<WorldSnapshot>,
+    /// Snapshot baselines and lag-compensation history in one bounded ring.
+    history: History,
+    /// Shots of the current tick, in player order: (player index, seq, shot, arrival tick).
+    shots: Vec<(usize, u32, Shot, Tick)>,
     outbox: Outbox,
     stats: MatchStats,
     msg: SnapshotMsg,
@@ -145,10 +204,15 @@ pub struct Match {
 }
 
 impl Match {
-    pub fn new(config: MatchConfig, map: Arc<Map>) -> Match {
-        let history = VecDeque::with_capacity(config.snapshot_history.max(1));
+    pub fn new(config: MatchConfig, map: Arc<Map>, hitboxes: Hitboxes) -> Match {
+        let ring = config
+            .snapshot_history
+            .max(config.rewind.history_ticks(config.tick_rate));
+        let history = History::new(ring, config.max_players);
         Match {
             map,
+            hitboxes,
+            shots: Vec::with_capacity(config.max_players),
             tick: Tick::ZERO,
             players: Vec::with_capacity(config.max_players),
             next_id: 1,
@@ -173,6 +237,20 @@ impl Match {
 
     pub fn map(&self) -> &Map {
         &self.map
+    }
+
+    pub fn hitboxes(&self) -> &Hitboxes {
+        &self.hitboxes
+    }
+
+    /// The world history (baselines and lag compensation).
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// A player's health.
+    pub fn health(&self, id: PlayerId) -> Option<u16> {
+        self.index(id).map(|i| self.players[i].health)
     }
 
     pub fn stats(&self) -> MatchStats {
@@ -217,7 +295,11 @@ impl Match {
             id,
             name: name.to_string(),
             state: PlayerState::spawn(spawn.pos, spawn.yaw),
-            inputs: VecDeque::with_capacity(self.config.input_buffer),
+            health: self.hitboxes.damage.health,
+            respawn_at: None,
+            next_fire: Tick::ZERO,
+            rtt: Duration::ZERO,
+            inputs: VecDeque::with_capacity(self.config.input_buffer + 1),
             applied: 0,
             catch_up_credit: 0,
             ack: None,
@@ -276,6 +358,20 @@ impl Match {
         }
     }
 
+    /// Sets the connection's current round-trip time (used to estimate shots' view times).
+    pub fn set_rtt(&mut self, id: PlayerId, rtt: Duration) {
+        if let Some(i) = self.index(id) {
+            self.players[i].rtt = rtt;
+        }
+    }
+
+    /// Places a player (tests and tools; players normally move only by their inputs).
+    pub fn teleport(&mut self, id: PlayerId, state: PlayerState) {
+        if let Some(i) = self.index(id) {
+            self.players[i].state = state;
+        }
+    }
+
     /// Sets the largest snapshot the player's connection can take now.
     pub fn set_max_datagram(&mut self, id: PlayerId, max: usize) {
         if let Some(i) = self.index(id) {
@@ -304,6 +400,7 @@ impl Match {
             }
         }
         let bound = self.config.input_buffer.max(1);
+        let now = self.tick;
         let p = &mut self.players[i];
         if batch
             .ack
@@ -312,12 +409,12 @@ impl Match {
             p.ack = batch.ack;
         }
         for cmd in &batch.inputs {
-            let at = p.inputs.partition_point(|c| c.seq < cmd.seq);
-            if cmd.seq <= p.applied || p.inputs.get(at).is_some_and(|c| c.seq == cmd.seq) {
+            let at = p.inputs.partition_point(|(c, _)| c.seq < cmd.seq);
+            if cmd.seq <= p.applied || p.inputs.get(at).is_some_and(|(c, _)| c.seq == cmd.seq) {
                 self.stats.inputs_duplicate += 1;
                 continue;
             }
-            p.inputs.insert(at, *cmd);
+            p.inputs.insert(at, (*cmd, now));
             if p.inputs.len() > bound {
                 p.inputs.pop_front();
                 self.stats.inputs_overflow += 1;
@@ -330,55 +427,201 @@ impl Match {
     pub fn tick_once(&mut self) {
         self.tick = self.tick.next();
         self.stats.ticks += 1;
+        self.respawn();
         let dt = self.config.tick_rate.dt();
-        for p in &mut self.players {
+        self.shots.clear();
+        for (i, p) in self.players.iter_mut().enumerate() {
             p.catch_up_credit = (p.catch_up_credit + 1).min(CATCH_UP_MAX);
-            let Some(cmd) = p.inputs.pop_front() else {
+            let extra = p.inputs.len() > self.config.catch_up_above + 1
+                && p.catch_up_credit >= CATCH_UP_EVERY;
+            if p.inputs.is_empty() {
                 self.stats.starved += 1;
-                continue;
-            };
-            p.state = sim::step(&p.state, &cmd, &self.map, dt);
-            p.applied = cmd.seq;
-            self.stats.inputs_applied += 1;
-            if p.inputs.len() > self.config.catch_up_above && p.catch_up_credit >= CATCH_UP_EVERY {
-                if let Some(cmd) = p.inputs.pop_front() {
-                    p.state = sim::step(&p.state, &cmd, &self.map, dt);
-                    p.applied = cmd.seq;
-                    p.catch_up_credit -= CATCH_UP_EVERY;
-                    self.stats.inputs_applied += 1;
-                    self.stats.inputs_catch_up += 1;
+            }
+            for _ in 0..1 + usize::from(extra) {
+                let Some((cmd, arrived)) = p.inputs.pop_front() else {
+                    break;
+                };
+                p.state = sim::step(&p.state, &cmd, &self.map, dt);
+                p.applied = cmd.seq;
+                self.stats.inputs_applied += 1;
+                if let Some(shot) = cmd.shot {
+                    self.shots.push((i, cmd.seq, shot, arrived));
                 }
             }
+            if extra {
+                p.catch_up_credit -= CATCH_UP_EVERY;
+                self.stats.inputs_catch_up += 1;
+            }
         }
-        self.record_world();
+        for k in 0..self.shots.len() {
+            let (i, seq, shot, arrived) = self.shots[k];
+            self.judge(i, seq, shot, arrived);
+        }
+        self.history.record(
+            self.tick,
+            self.players.iter().map(|p| (p.id, p.state.to_net())),
+        );
         for i in 0..self.players.len() {
             self.write_snapshot(i);
         }
     }
 
-    /// Appends the quantized world at this tick to the bounded history, reusing the oldest slot.
-    fn record_world(&mut self) {
-        let mut world = if self.history.len() >= self.config.snapshot_history.max(1) {
-            self.history.pop_front().unwrap_or_default()
-        } else {
-            WorldSnapshot::default()
+    fn respawn(&mut self) {
+        for p in &mut self.players {
+            if p.respawn_at.is_some_and(|t| !t.is_after(self.tick)) {
+                let spawn = self.map.spawns[self.next_spawn % self.map.spawns.len()];
+                self.next_spawn = self.next_spawn.wrapping_add(1);
+                p.state = PlayerState::spawn(spawn.pos, spawn.yaw);
+                p.health = self.hitboxes.damage.health;
+                p.respawn_at = None;
+                self.outbox.events.push(GameEvent::Respawn {
+                    tick: self.tick,
+                    player: p.id,
+                });
+            }
+        }
+    }
+
+    fn ticks_of(&self, d: Duration) -> u32 {
+        (d.as_secs_f64() * f64::from(self.config.tick_rate.hz())).ceil() as u32
+    }
+
+    /// Judges one shot of player `i`, applies its damage and tells the players involved.
+    fn judge(&mut self, i: usize, seq: u32, shot: Shot, arrived: Tick) {
+        self.stats.shots += 1;
+        let shooter = &self.players[i];
+        let ray = Ray::from_view(
+            self.hitboxes.eye(shooter.state.pos, shooter.state.stance),
+            shot.yaw,
+            shot.pitch,
+        );
+        let (newest, oldest) = match (self.history.newest(), self.history.oldest()) {
+            (Some(n), Some(o)) => (n.tick, o.tick),
+            _ => (self.tick, self.tick),
         };
-        world.tick = self.tick;
-        world.players.clear();
-        world
-            .players
-            .extend(self.players.iter().map(|p| (p.id, p.state.to_net())));
-        self.history.push_back(world);
+        let check = if shooter.state.dead || shooter.respawn_at.is_some() {
+            Err(RejectReason::ShooterDead)
+        } else if self.tick.is_before(shooter.next_fire) {
+            Err(RejectReason::Cooldown)
+        } else {
+            self.config.rewind.check(
+                shot.view,
+                newest,
+                oldest,
+                arrived,
+                shooter.rtt,
+                self.config.tick_rate,
+            )
+        };
+        let shooter_id = shooter.id;
+        let hit = match &check {
+            Ok(c) => {
+                self.players[i].next_fire =
+                    self.tick.plus(self.ticks_of(self.config.fire_cooldown));
+                self.stats.shots_clamped += u64::from(c.clamped);
+                lagcomp::rewind_and_trace(
+                    &self.history,
+                    c.used,
+                    shooter_id,
+                    &ray,
+                    &self.map,
+                    &self.hitboxes,
+                    self.config.tick_rate,
+                )
+            }
+            Err(_) => {
+                self.stats.shots_rejected += 1;
+                None
+            }
+        };
+        let outcome = match (&check, hit) {
+            (Err(reason), _) => ShotOutcome::Rejected(*reason),
+            (Ok(_), None) => ShotOutcome::Miss,
+            (Ok(_), Some(h)) => self.damage(shooter_id, h.target, h.part),
+        };
+        let view = check.as_ref().map_or(shot.view, |c| c.used);
+        let result = ShotResult {
+            shooter: shooter_id,
+            seq,
+            view,
+            outcome,
+        };
+        if let ShotOutcome::Hit { target, .. } = outcome {
+            self.outbox
+                .control
+                .push((target, ServerControl::ShotResult(result.clone())));
+        }
+        self.outbox
+            .control
+            .push((shooter_id, ServerControl::ShotResult(result)));
+        self.outbox.events.push(GameEvent::Shot(ShotEvent {
+            tick: self.tick,
+            shooter: shooter_id,
+            seq,
+            shot,
+            ray,
+            check,
+            outcome,
+            distance: hit.map(|h| h.distance),
+        }));
+    }
+
+    /// Applies a hit's damage; a lethal one kills, schedules the respawn and tells everyone.
+    fn damage(&mut self, shooter: PlayerId, target: PlayerId, part: Part) -> ShotOutcome {
+        self.stats.hits += 1;
+        self.stats.headshots += u64::from(part == Part::Head);
+        let damage = self.hitboxes.damage(part);
+        let respawn_at = self.tick.plus(self.ticks_of(self.config.respawn_delay));
+        let Some(t) = self.index(target) else {
+            return ShotOutcome::Hit {
+                target,
+                part,
+                damage: 0,
+                health_left: 0,
+            };
+        };
+        let victim = &mut self.players[t];
+        if victim.respawn_at.is_some() {
+            // Killed earlier this tick by someone else: the hit stands, the damage does not.
+            return ShotOutcome::Hit {
+                target,
+                part,
+                damage: 0,
+                health_left: 0,
+            };
+        }
+        victim.health = victim.health.saturating_sub(damage);
+        let health_left = victim.health;
+        if health_left == 0 {
+            victim.state.dead = true;
+            victim.respawn_at = Some(respawn_at);
+            self.stats.kills += 1;
+            let headshot = part == Part::Head;
+            for p in &self.players {
+                self.outbox.control.push((
+                    p.id,
+                    ServerControl::Kill {
+                        killer: shooter,
+                        victim: target,
+                        headshot,
+                    },
+                ));
+            }
+        }
+        ShotOutcome::Hit {
+            target,
+            part,
+            damage,
+            health_left,
+        }
     }
 
     fn write_snapshot(&mut self, i: usize) {
-        let Some(current) = self.history.back() else {
+        let Some(current) = self.history.newest() else {
             return;
         };
         let p = &self.players[i];
-        let baseline = p
-            .ack
-            .and_then(|ack| self.history.iter().find(|w| w.tick == ack));
+        let baseline = p.ack.and_then(|ack| self.history.get(ack));
         snapshot::diff(current, baseline, p.applied, |_| true, &mut self.msg);
         let msg = std::mem::take(&mut self.msg);
         let mut datagram = ServerDatagram::Snapshot(msg);
@@ -440,7 +683,11 @@ fn encode(datagram: &ServerDatagram, buf: &mut Vec<u8>) -> usize {
 mod tests {
     use super::*;
     use rewind_shared::protocol::{buttons, MAX_DATAGRAM};
-    use rewind_shared::snapshot::apply;
+    use rewind_shared::snapshot::{apply, WorldSnapshot};
+
+    fn hitboxes() -> Hitboxes {
+        Hitboxes::load(&rewind_shared::map::default_assets_dir()).unwrap()
+    }
 
     fn arena() -> Arc<Map> {
         Arc::new(Map::load_named(&rewind_shared::map::default_assets_dir(), "arena").unwrap())
@@ -463,7 +710,7 @@ mod tests {
     }
 
     fn one_player() -> (Match, PlayerId) {
-        let mut m = Match::new(MatchConfig::default(), arena());
+        let mut m = Match::new(MatchConfig::default(), arena(), hitboxes());
         let w = m.join("alice", MAX_DATAGRAM).unwrap();
         (m, w.player_id)
     }
@@ -507,7 +754,7 @@ mod tests {
         m.tick_once();
         assert_eq!(m.stats().inputs_applied, 3);
         assert_eq!(m.stats().inputs_duplicate, 4);
-        let mut twin = Match::new(MatchConfig::default(), arena());
+        let mut twin = Match::new(MatchConfig::default(), arena(), hitboxes());
         let tid = twin.join("alice", MAX_DATAGRAM).unwrap().player_id;
         twin.receive(
             tid,
@@ -592,7 +839,7 @@ mod tests {
 
     #[test]
     fn snapshots_rebuild_the_world_exactly_and_use_acked_baselines() {
-        let mut m = Match::new(MatchConfig::default(), arena());
+        let mut m = Match::new(MatchConfig::default(), arena(), hitboxes());
         let ids: Vec<_> = (0..10)
             .map(|i| m.join(&format!("bot{i}"), MAX_DATAGRAM).unwrap().player_id)
             .collect();
@@ -642,7 +889,7 @@ mod tests {
             max_players: 200,
             ..MatchConfig::default()
         };
-        let mut m = Match::new(config, arena());
+        let mut m = Match::new(config, arena(), hitboxes());
         let me = m.join("me", 300).unwrap().player_id;
         for i in 0..150 {
             m.join(&format!("p{i}"), MAX_DATAGRAM).unwrap();
@@ -668,7 +915,7 @@ mod tests {
             max_players: 2,
             ..MatchConfig::default()
         };
-        let mut m = Match::new(config, arena());
+        let mut m = Match::new(config, arena(), hitboxes());
         let a = m.join("a", MAX_DATAGRAM).unwrap().player_id;
         let b = m.join("b", MAX_DATAGRAM).unwrap().player_id;
         assert_eq!(m.join("c", MAX_DATAGRAM), Err(JoinError::Full(2)));

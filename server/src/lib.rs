@@ -9,8 +9,12 @@
 
 pub mod config;
 pub mod game;
+pub mod history;
+pub mod lagcomp;
 pub mod net;
 pub mod quic;
+#[cfg(test)]
+mod scenarios;
 pub mod schedule;
 pub mod stats;
 

@@ -44,6 +44,12 @@ struct Args {
     /// Require this token in every hello.
     #[arg(long)]
     join_token: Option<String>,
+    /// Judge shots against the newest state instead of the shooter's view (for comparison).
+    #[arg(long)]
+    no_lag_compensation: bool,
+    /// How far back shots may be judged, ms (at most 1000) [default: 250].
+    #[arg(long)]
+    rewind_window_ms: Option<u64>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -62,6 +68,10 @@ impl Args {
         }
         set!(bind => bind, tick_rate => tick_rate_hz, max_players => max_players, map => map);
         set!(assets => assets, cert => cert, key => key, dev_cert_out => dev_cert_out, join_token => join_token);
+        set!(rewind_window_ms => rewind_window_ms);
+        if self.no_lag_compensation {
+            c.lag_compensation = false;
+        }
         Ok(c)
     }
 }

@@ -8,7 +8,7 @@
 //! client too slow for reliable messages.
 
 use crate::config::{ConfigError, ServerConfig};
-use crate::game::{InputError, JoinError, Match, MatchStats};
+use crate::game::{GameEvent, InputError, JoinError, Match, MatchStats};
 use crate::quic::{self, FrameError, TlsError, TransportSettings};
 use crate::schedule::{Lateness, Schedule};
 use crate::stats::{Counters, ServerStats};
@@ -101,6 +101,7 @@ impl Server {
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let match_config = config.match_config()?;
         let map = config.load_map()?;
+        let hitboxes = config.load_hitboxes()?;
         let identity = match (&config.cert, &config.key) {
             (Some(cert), Some(key)) => quic::load_identity(cert, key)?,
             _ => quic::dev_identity()?,
@@ -129,7 +130,7 @@ impl Server {
         let cancel = CancellationToken::new();
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(config.command_queue);
-        let game = Match::new(match_config, map);
+        let game = Match::new(match_config, map, hitboxes);
         info!(
             addr = %endpoint.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?,
             map = %game.map().name,
@@ -467,6 +468,7 @@ async fn run_tick_loop(
         for s in sessions.values() {
             let max = s.conn.max_datagram_size().unwrap_or(0).min(MAX_DATAGRAM);
             game.set_max_datagram(s.player, max);
+            game.set_rtt(s.player, s.conn.rtt());
         }
         game.tick_once();
         flush(&mut game, &mut sessions, &mut by_player, &counters);
@@ -499,6 +501,9 @@ fn flush(
     counters: &Counters,
 ) {
     let out = game.outbox();
+    for event in out.events.drain(..) {
+        log_event(&event);
+    }
     for (player, bytes) in out.datagrams.drain(..) {
         let Some(s) = by_player.get(&player).and_then(|k| sessions.get(*k)) else {
             continue;
@@ -535,6 +540,29 @@ fn flush(
             );
             drop_session(game, sessions, by_player, key);
         }
+    }
+}
+
+/// Every decision goes to the log (recording them is the recorder's job).
+fn log_event(event: &GameEvent) {
+    match event {
+        GameEvent::Shot(s) => match &s.check {
+            Ok(c) => debug!(
+                tick = s.tick.0,
+                shooter = %s.shooter,
+                seq = s.seq,
+                claimed = %c.claimed,
+                estimate = %c.estimate,
+                used = %c.used,
+                clamped = c.clamped,
+                outcome = ?s.outcome,
+                "shot judged"
+            ),
+            Err(reason) => {
+                debug!(tick = s.tick.0, shooter = %s.shooter, seq = s.seq, %reason, "shot rejected")
+            }
+        },
+        GameEvent::Respawn { tick, player } => debug!(tick = tick.0, %player, "respawn"),
     }
 }
 

@@ -66,6 +66,54 @@ pub enum ServerControl {
     PlayerJoined { id: PlayerId, name: String },
     /// A player left the match.
     PlayerLeft { id: PlayerId },
+    /// How a shot was judged; sent to the shooter and, for a hit, to the target.
+    ShotResult(ShotResult),
+    /// A player was killed; sent to everyone.
+    Kill {
+        killer: PlayerId,
+        victim: PlayerId,
+        headshot: bool,
+    },
+}
+
+/// The server's verdict on one shot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShotResult {
+    pub shooter: PlayerId,
+    /// Sequence number of the input that carried the shot.
+    pub seq: u32,
+    /// The view time the targets were rewound to (the claim, or the clamped claim).
+    pub view: ViewTime,
+    pub outcome: ShotOutcome,
+}
+
+/// What a shot did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShotOutcome {
+    Hit {
+        target: PlayerId,
+        part: crate::hitbox::Part,
+        damage: u16,
+        health_left: u16,
+    },
+    Miss,
+    /// Not judged; the reason says why.
+    Rejected(RejectReason),
+}
+
+/// Why a shot was not judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RejectReason {
+    #[error("view time is {ahead_ms} ms ahead of the newest tick")]
+    FromTheFuture { ahead_ms: u32 },
+    #[error("view time is {age_ms} ms old, beyond the {window_ms} ms rewind window")]
+    TooOld { age_ms: u32, window_ms: u32 },
+    #[error("view time is {off_ms} ms from the server's estimate, beyond the {tolerance_ms} ms tolerance")]
+    Untrusted { off_ms: u32, tolerance_ms: u32 },
+    #[error("the shooter is dead")]
+    ShooterDead,
+    #[error("the weapon is cooling down")]
+    Cooldown,
 }
 
 /// What a client needs to play.
@@ -82,6 +130,58 @@ pub struct Welcome {
 /// Bits of [`InputCmd::buttons`].
 pub mod buttons {
     pub const CROUCH: u8 = 1 << 0;
+}
+
+/// Clients render other players this many snapshot intervals behind the newest snapshot they
+/// expect to hold; the server assumes it when estimating a shot's view time.
+pub const INTERP_DELAY_TICKS: u32 = 2;
+
+/// An instant of server time: `tick + frac / 65536` ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ViewTime {
+    pub tick: Tick,
+    pub frac: u16,
+}
+
+impl ViewTime {
+    /// The fraction as a number in `[0, 1)`.
+    pub fn fraction(self) -> f32 {
+        f32::from(self.frac) / 65_536.0
+    }
+
+    /// Signed ticks from `earlier` to `self`, wrap-safe.
+    pub fn since(self, earlier: ViewTime) -> f64 {
+        f64::from(self.tick.since(earlier.tick))
+            + (f64::from(self.frac) - f64::from(earlier.frac)) / 65_536.0
+    }
+
+    /// The view time `ticks` after `self` (may be negative); fractions below 1/65536 are dropped.
+    #[must_use]
+    pub fn offset(self, ticks: f64) -> ViewTime {
+        let total = f64::from(self.frac) / 65_536.0 + ticks;
+        let whole = total.floor();
+        let frac = ((total - whole) * 65_536.0).floor().clamp(0.0, 65_535.0) as u16;
+        ViewTime {
+            tick: Tick(self.tick.0.wrapping_add(whole as i64 as u32)),
+            frac,
+        }
+    }
+}
+
+impl std::fmt::Display for ViewTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}+{:.3}", self.tick, self.fraction())
+    }
+}
+
+/// A trigger pull: what the shooter was looking at, and when.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shot {
+    /// The instant the shooter's screen showed (between the two snapshots it interpolated).
+    pub view: ViewTime,
+    /// Aim, in the same steps as the view angles.
+    pub yaw: u16,
+    pub pitch: i16,
 }
 
 /// One tick's worth of player intent.
@@ -101,6 +201,8 @@ pub struct InputCmd {
     pub pitch: i16,
     /// [`buttons`] bit set.
     pub buttons: u8,
+    /// A shot fired during this input, from the eyes after this input's movement.
+    pub shot: Option<Shot>,
 }
 
 /// Client to server datagrams.
@@ -152,7 +254,7 @@ pub struct PlayerDelta {
     pub z: i32,
     pub yaw: i32,
     pub pitch: i32,
-    /// Absolute flags (never a difference): bit 0 crouching.
+    /// Absolute flags (never a difference): bit 0 crouching, bit 1 dead.
     pub flags: u8,
 }
 
@@ -205,17 +307,19 @@ mod tests {
     /// The worked example in docs/protocol.md; if this changes, the document must too.
     #[test]
     fn documented_example_encodings() {
+        let mut cmd = InputCmd {
+            seq: 1000,
+            tick: Tick(305),
+            move_fwd: 127,
+            move_right: -127,
+            yaw: 16_384,
+            pitch: -100,
+            buttons: buttons::CROUCH,
+            shot: None,
+        };
         let inputs = ClientDatagram::Inputs(InputBatch {
             ack: Some(Tick(300)),
-            inputs: vec![InputCmd {
-                seq: 1000,
-                tick: Tick(305),
-                move_fwd: 127,
-                move_right: -127,
-                yaw: 16_384,
-                pitch: -100,
-                buttons: buttons::CROUCH,
-            }],
+            inputs: vec![cmd],
         });
         let hex = |b: &[u8]| {
             b.iter()
@@ -225,7 +329,19 @@ mod tests {
         };
         assert_eq!(
             hex(&codec::encode(&inputs).unwrap()),
-            "00 01 fb 2c 01 01 fb e8 03 fb 31 01 7f 81 fb 00 40 c7 01"
+            "00 01 fb 2c 01 01 fb e8 03 fb 31 01 7f 81 fb 00 40 c7 01 00"
+        );
+        cmd.shot = Some(Shot {
+            view: ViewTime {
+                tick: Tick(297),
+                frac: 32_768,
+            },
+            yaw: 16_000,
+            pitch: -120,
+        });
+        assert_eq!(
+            hex(&codec::encode(&cmd).unwrap()),
+            "fb e8 03 fb 31 01 7f 81 fb 00 40 c7 01 01 fb 29 01 fb 00 80 fb 80 3e ef"
         );
         let hello = Hello {
             protocol_version: 1,
@@ -275,6 +391,25 @@ mod tests {
             let _ = codec::decode::<ClientControl>(&buf);
             let _ = codec::decode::<ServerControl>(&buf);
         }
+    }
+
+    #[test]
+    fn view_times_offset_and_compare_across_the_wrap() {
+        let v = ViewTime {
+            tick: Tick(u32::MAX),
+            frac: 49_152,
+        };
+        let later = v.offset(1.5);
+        assert_eq!(
+            later,
+            ViewTime {
+                tick: Tick(1),
+                frac: 16_384
+            }
+        );
+        assert_eq!(later.since(v), 1.5);
+        assert_eq!(later.offset(-1.5), v);
+        assert_eq!(v.since(later), -1.5);
     }
 
     #[test]

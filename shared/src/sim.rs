@@ -60,6 +60,8 @@ pub struct PlayerState {
     /// View pitch, same steps, positive up, within ±[`PITCH_LIMIT`].
     pub pitch: i16,
     pub stance: Stance,
+    /// Dead players neither move nor can be hit until they respawn.
+    pub dead: bool,
 }
 
 /// A player state as integers: exactly what a snapshot carries.
@@ -75,6 +77,8 @@ pub struct NetPlayer {
 
 /// Bit 0 of [`NetPlayer::flags`].
 pub const FLAG_CROUCHING: u8 = 1;
+/// Bit 1 of [`NetPlayer::flags`].
+pub const FLAG_DEAD: u8 = 2;
 
 impl PlayerState {
     /// A standing player at a spawn.
@@ -84,6 +88,7 @@ impl PlayerState {
             yaw,
             pitch: 0,
             stance: Stance::Standing,
+            dead: false,
         }
     }
 
@@ -96,11 +101,11 @@ impl PlayerState {
             z: q(self.pos.z),
             yaw: self.yaw,
             pitch: self.pitch,
-            flags: if self.stance == Stance::Crouching {
+            flags: (if self.stance == Stance::Crouching {
                 FLAG_CROUCHING
             } else {
                 0
-            },
+            }) | (if self.dead { FLAG_DEAD } else { 0 }),
         }
     }
 
@@ -116,6 +121,7 @@ impl PlayerState {
             } else {
                 Stance::Standing
             },
+            dead: n.flags & FLAG_DEAD != 0,
         }
     }
 
@@ -146,6 +152,19 @@ pub fn forward(yaw: u16) -> Vec3 {
     Vec3::new(c, 0.0, s)
 }
 
+/// Yaw and pitch (angle steps) that look from `from` to `to`.
+pub fn aim(from: Vec3, to: Vec3) -> (u16, i16) {
+    let d = to - from;
+    let turn = ANGLE_STEPS / std::f32::consts::TAU;
+    let yaw = (d.z.atan2(d.x) * turn).round() as i32;
+    let pitch = (d.y.atan2(d.x.hypot(d.z)) * turn).round() as i32;
+    let limit = i32::from(PITCH_LIMIT);
+    (
+        yaw.rem_euclid(65_536) as u16,
+        pitch.clamp(-limit, limit) as i16,
+    )
+}
+
 /// The collision box of a player standing at `pos` in `stance`.
 pub fn body(pos: Vec3, stance: Stance) -> Aabb {
     Aabb {
@@ -154,8 +173,11 @@ pub fn body(pos: Vec3, stance: Stance) -> Aabb {
     }
 }
 
-/// Advances one player by one tick of `dt` seconds under `input`.
+/// Advances one player by one tick of `dt` seconds under `input`. A dead player stays as is.
 pub fn step(state: &PlayerState, input: &InputCmd, map: &Map, dt: f32) -> PlayerState {
+    if state.dead {
+        return *state;
+    }
     let wants_crouch = input.buttons & buttons::CROUCH != 0;
     let stance = if wants_crouch {
         Stance::Crouching
@@ -191,6 +213,7 @@ pub fn step(state: &PlayerState, input: &InputCmd, map: &Map, dt: f32) -> Player
         yaw: input.yaw,
         pitch: input.pitch.clamp(-PITCH_LIMIT, PITCH_LIMIT),
         stance,
+        dead: false,
     }
 }
 

@@ -1,0 +1,282 @@
+//! Lag compensation on the server: decide which instant a shot is judged at (the claim, a
+//! clamped claim, or a rejection with its reason), then rewind only the candidate targets to
+//! that instant and trace the ray.
+
+use crate::history::History;
+use rewind_shared::hitbox::{Hitboxes, Ray, Sphere, MAX_EXTENT};
+use rewind_shared::lagcomp::{interpolate, nearest_hit, wall_distance, Hit};
+use rewind_shared::map::Map;
+use rewind_shared::protocol::{PlayerId, RejectReason, ViewTime, INTERP_DELAY_TICKS};
+use rewind_shared::sim::{PlayerState, WALK_SPEED};
+use rewind_shared::{Tick, TickRate};
+use std::time::Duration;
+
+/// How claimed view times are checked. Every field documents its default and trade-off.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RewindPolicy {
+    /// Judge shots at the shooter's view time. Default true; off judges every shot against
+    /// the newest state, for comparison (high-latency players must then lead their targets).
+    pub enabled: bool,
+    /// How far back a shot may be judged. Default 250 ms, at most 1 s. Longer favours
+    /// high-latency shooters at the expense of their targets ("shot behind the wall").
+    pub window: Duration,
+    /// How far a claimed view time may be from the server's estimate (newest tick - RTT -
+    /// interpolation delay) and still be trusted. Default 200 ms, as Valve uses.
+    pub tolerance: Duration,
+    /// A trusted claim older than the window is clamped to the window's edge (default true,
+    /// as Source does) or, when false, rejected.
+    pub clamp_old: bool,
+}
+
+impl Default for RewindPolicy {
+    fn default() -> Self {
+        RewindPolicy {
+            enabled: true,
+            window: Duration::from_millis(250),
+            tolerance: Duration::from_millis(200),
+            clamp_old: true,
+        }
+    }
+}
+
+/// Longest rewind window accepted.
+pub const MAX_WINDOW: Duration = Duration::from_secs(1);
+
+/// The instant a shot is judged at, and how it was chosen.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ViewCheck {
+    pub claimed: ViewTime,
+    /// The server's own estimate of the shooter's view time.
+    pub estimate: ViewTime,
+    /// What the targets are rewound to (`claimed`, or the clamped claim, or the newest tick
+    /// when lag compensation is off).
+    pub used: ViewTime,
+    pub clamped: bool,
+}
+
+fn ticks(d: Duration, rate: TickRate) -> f64 {
+    d.as_secs_f64() * f64::from(rate.hz())
+}
+
+fn ms(ticks: f64, rate: TickRate) -> u32 {
+    (ticks.abs() * 1000.0 / f64::from(rate.hz()))
+        .round()
+        .min(f64::from(u32::MAX)) as u32
+}
+
+impl RewindPolicy {
+    /// Ticks of history the window needs (two more than the window, for interpolation).
+    pub fn history_ticks(&self, rate: TickRate) -> usize {
+        ticks(self.window.min(MAX_WINDOW), rate).ceil() as usize + 2
+    }
+
+    /// Checks a claim. `newest` is the newest recorded tick, `arrived` the tick the shot's
+    /// input first reached the server, `oldest` the oldest tick still in history.
+    pub fn check(
+        &self,
+        claimed: ViewTime,
+        newest: Tick,
+        oldest: Tick,
+        arrived: Tick,
+        rtt: Duration,
+        rate: TickRate,
+    ) -> Result<ViewCheck, RejectReason> {
+        let now = ViewTime {
+            tick: newest,
+            frac: 0,
+        };
+        let estimate = ViewTime {
+            tick: arrived,
+            frac: 0,
+        }
+        .offset(-(ticks(rtt, rate) + f64::from(INTERP_DELAY_TICKS)));
+        if !self.enabled {
+            return Ok(ViewCheck {
+                claimed,
+                estimate,
+                used: now,
+                clamped: false,
+            });
+        }
+        let ahead = claimed.since(now);
+        if ahead > 0.0 {
+            return Err(RejectReason::FromTheFuture {
+                ahead_ms: ms(ahead, rate),
+            });
+        }
+        let off = claimed.since(estimate);
+        let tolerance = ticks(self.tolerance, rate);
+        if off.abs() > tolerance {
+            return Err(RejectReason::Untrusted {
+                off_ms: ms(off, rate),
+                tolerance_ms: self.tolerance.as_millis() as u32,
+            });
+        }
+        let window = ticks(self.window.min(MAX_WINDOW), rate);
+        let age = -ahead;
+        let mut used = claimed;
+        let mut clamped = false;
+        if age > window {
+            if !self.clamp_old {
+                return Err(RejectReason::TooOld {
+                    age_ms: ms(age, rate),
+                    window_ms: self.window.as_millis() as u32,
+                });
+            }
+            used = now.offset(-window);
+            clamped = true;
+        }
+        // Early in a match the history may be shorter than the window.
+        let first = ViewTime {
+            tick: oldest,
+            frac: 0,
+        };
+        if used.since(first) < 0.0 {
+            used = first;
+            clamped = true;
+        }
+        Ok(ViewCheck {
+            claimed,
+            estimate,
+            used,
+            clamped,
+        })
+    }
+}
+
+/// Rewinds candidate targets to `used` and traces the ray: the broad phase keeps only players
+/// whose reachable region since `used` (a sphere around their newest position, grown by the
+/// fastest possible movement) crosses the ray before any wall; only those are interpolated and
+/// tested against their hitboxes. Returns the same verdict as testing every player.
+#[allow(clippy::too_many_arguments)]
+pub fn rewind_and_trace(
+    history: &History,
+    used: ViewTime,
+    shooter: PlayerId,
+    ray: &Ray,
+    map: &Map,
+    hitboxes: &Hitboxes,
+    rate: TickRate,
+) -> Option<Hit> {
+    let newest = history.newest()?;
+    let a = history.get(used.tick)?;
+    let t = used.fraction();
+    let b = if used.frac == 0 {
+        a
+    } else {
+        history.get(used.tick.next())?
+    };
+    let wall = wall_distance(ray, map);
+    // Two steps per tick at most (catch-up), plus one tick of slack.
+    let age = newest.tick.since(used.tick).max(0) as f32 + 1.0;
+    let reach = MAX_EXTENT + 2.0 * WALK_SPEED * rate.dt() * age;
+    let candidates = newest
+        .players
+        .iter()
+        .filter(|(id, _)| *id != shooter)
+        .filter(|(_, now)| {
+            let bound = Sphere {
+                center: PlayerState::from_net(now).pos + glam::Vec3::Y,
+                radius: reach,
+            };
+            ray.sphere(&bound).is_some_and(|d| d < wall)
+        });
+    let targets = candidates
+        .filter_map(|(id, _)| Some((*id, interpolate(a.player(*id)?, b.player(*id)?, t)?)));
+    nearest_hit(ray, hitboxes, wall, targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vt(tick: u32, frac: u16) -> ViewTime {
+        ViewTime {
+            tick: Tick(tick),
+            frac,
+        }
+    }
+
+    const RATE: TickRate = TickRate::DEFAULT;
+
+    #[test]
+    fn claims_near_the_estimate_are_used_as_they_are() {
+        let p = RewindPolicy::default();
+        // 100 ms RTT = 6.4 ticks, plus 2 ticks of interpolation: estimate 1000 - 8.4.
+        let c = p
+            .check(
+                vt(991, 40_000),
+                Tick(1000),
+                Tick(900),
+                Tick(1000),
+                Duration::from_millis(100),
+                RATE,
+            )
+            .unwrap();
+        assert_eq!(c.used, vt(991, 40_000));
+        assert!(!c.clamped);
+        assert!((c.estimate.since(vt(991, 0)) - 0.6).abs() < 1e-3);
+    }
+
+    #[test]
+    fn claims_far_from_the_estimate_or_in_the_future_are_rejected_with_reasons() {
+        let p = RewindPolicy::default();
+        let rtt = Duration::from_millis(20);
+        let far = p
+            .check(vt(960, 0), Tick(1000), Tick(900), Tick(1000), rtt, RATE)
+            .unwrap_err();
+        assert_eq!(
+            far,
+            RejectReason::Untrusted {
+                off_ms: 574,
+                tolerance_ms: 200
+            }
+        );
+        assert_eq!(
+            far.to_string(),
+            "view time is 574 ms from the server's estimate, beyond the 200 ms tolerance"
+        );
+        let future = p
+            .check(vt(1001, 0), Tick(1000), Tick(900), Tick(1000), rtt, RATE)
+            .unwrap_err();
+        assert_eq!(future, RejectReason::FromTheFuture { ahead_ms: 16 });
+    }
+
+    #[test]
+    fn trusted_claims_beyond_the_window_are_clamped_or_rejected() {
+        // A 400 ms RTT player: its honest claim is ~27.6 ticks old, past the 16-tick window.
+        let rtt = Duration::from_millis(400);
+        let claim = vt(972, 26_000);
+        let clamp = RewindPolicy::default();
+        let c = clamp
+            .check(claim, Tick(1000), Tick(900), Tick(1000), rtt, RATE)
+            .unwrap();
+        assert!(c.clamped);
+        assert_eq!(c.used, vt(984, 0));
+        let strict = RewindPolicy {
+            clamp_old: false,
+            ..RewindPolicy::default()
+        };
+        let e = strict
+            .check(claim, Tick(1000), Tick(900), Tick(1000), rtt, RATE)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            RejectReason::TooOld {
+                age_ms: 431,
+                window_ms: 250
+            }
+        );
+        // Off: always the newest tick, no questions asked.
+        let off = RewindPolicy {
+            enabled: false,
+            ..RewindPolicy::default()
+        };
+        assert_eq!(
+            off.check(vt(1, 0), Tick(1000), Tick(900), Tick(1000), rtt, RATE)
+                .unwrap()
+                .used,
+            vt(1000, 0)
+        );
+    }
+}
