@@ -2,16 +2,19 @@
 //! else, plays the [`Wanderer`] script and measures what it sees.
 
 use crate::behaviour::Wanderer;
+use crate::gunner::{Gunner, ShotStats};
+use crate::link::{ConditionedSocket, LinkStats};
 use crate::view::{Predictor, SnapshotBuffer, SnapshotClock};
 use crate::{Live, SimConfig};
 use rewind_server::quic;
 use rewind_shared::codec;
+use rewind_shared::hitbox::Hitboxes;
 use rewind_shared::map::Map;
 use rewind_shared::protocol::{
     ClientControl, ClientDatagram, CloseCode, Hello, InputBatch, InputCmd, PlayerId, ServerControl,
     ServerDatagram, Welcome, INPUT_REDUNDANCY, PROTOCOL_VERSION,
 };
-use rewind_shared::sim::PlayerState;
+use rewind_shared::sim::{self, PlayerState};
 use rewind_shared::Tick;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -23,7 +26,7 @@ use tokio::time::{sleep_until, timeout, Instant, MissedTickBehavior};
 use tracing::debug;
 
 /// Clients render this many snapshot intervals behind the newest snapshot.
-pub const INTERP_DELAY_TICKS: f64 = 2.0;
+pub const INTERP_DELAY_TICKS: f64 = rewind_shared::protocol::INTERP_DELAY_TICKS as f64;
 /// How often a bot samples quinn's RTT estimate.
 const RTT_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
@@ -45,6 +48,13 @@ pub struct BotReport {
     /// Server states equal, bit for bit, to the bot's own prediction after the same input.
     pub prediction_matches: u64,
     pub prediction_mismatches: u64,
+    /// Predictions overturned by the bot's own death or respawn (not a fault).
+    pub prediction_resets: u64,
+    /// The bot's shots, its verdicts and the server's.
+    #[serde(flatten)]
+    pub shots: ShotStats,
+    /// What the link conditioner did, when one was used.
+    pub link: Option<LinkStats>,
     /// Players the bot was told about over the control stream (itself included).
     pub players_seen: usize,
     /// Path length of the bot's authoritative positions, metres.
@@ -62,12 +72,19 @@ pub(crate) async fn run(
     cfg: Arc<SimConfig>,
     client: quinn::ClientConfig,
     live: Arc<Live>,
+    hitboxes: Arc<Hitboxes>,
 ) -> BotReport {
     let mut report = BotReport {
         name: format!("{}{index}", cfg.name_prefix),
         ..BotReport::default()
     };
-    if let Err(e) = play(index, &cfg, client, &live, &mut report).await {
+    let ctx = Ctx {
+        index,
+        cfg: &cfg,
+        live: &live,
+        hitboxes: &hitboxes,
+    };
+    if let Err(e) = play(&ctx, client, &mut report).await {
         debug!(bot = %report.name, error = %e, "bot ended with an error");
         report.error = Some(e);
     }
@@ -89,13 +106,20 @@ fn describe(e: &quinn::ConnectionError) -> String {
     }
 }
 
-async fn play(
+/// What every stage of a bot's life needs.
+struct Ctx<'a> {
     index: usize,
-    cfg: &SimConfig,
+    cfg: &'a SimConfig,
+    live: &'a Live,
+    hitboxes: &'a Hitboxes,
+}
+
+async fn play(
+    ctx: &Ctx<'_>,
     client: quinn::ClientConfig,
-    live: &Live,
     report: &mut BotReport,
 ) -> Result<(), String> {
+    let cfg = ctx.cfg;
     let bind = if cfg.server.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -106,8 +130,19 @@ async fn play(
     } else {
         bind
     };
-    let mut endpoint = quinn::Endpoint::client(bind.parse().map_err(|e| format!("{e}"))?)
-        .map_err(|e| format!("cannot bind: {e}"))?;
+    let bind = bind.parse().map_err(|e| format!("{e}"))?;
+    let conditioned = match cfg.link {
+        Some(link) => Some(
+            ConditionedSocket::bind(bind, link, cfg.seed ^ ((ctx.index as u64) << 8))
+                .map_err(|e| format!("cannot bind: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut endpoint = match &conditioned {
+        Some(socket) => socket.endpoint(),
+        None => quinn::Endpoint::client(bind),
+    }
+    .map_err(|e| format!("cannot bind: {e}"))?;
     endpoint.set_default_client_config(client);
     let connecting = endpoint
         .connect(cfg.server, &cfg.server_name)
@@ -116,10 +151,11 @@ async fn play(
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| format!("cannot connect: {e}"))?;
-    let result = session(index, cfg, &conn, live, report).await;
+    let result = session(ctx, &conn, report).await;
     let stats = conn.stats();
     report.bytes_up = stats.udp_tx.bytes;
     report.bytes_down = stats.udp_rx.bytes;
+    report.link = conditioned.map(|s| s.stats());
     conn.close(
         quinn::VarInt::from_u32(CloseCode::Normal as u32),
         b"bot done",
@@ -129,12 +165,11 @@ async fn play(
 }
 
 async fn session(
-    index: usize,
-    cfg: &SimConfig,
+    ctx: &Ctx<'_>,
     conn: &quinn::Connection,
-    live: &Live,
     report: &mut BotReport,
 ) -> Result<(), String> {
+    let (cfg, live) = (ctx.cfg, ctx.live);
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| describe(&e))?;
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
@@ -172,7 +207,7 @@ async fn session(
         }
     });
     let started = Instant::now();
-    let result = game_loop(index, cfg, conn, &welcome, &map, live, report, &mut ctl_rx).await;
+    let result = game_loop(ctx, conn, &welcome, &map, report, &mut ctl_rx).await;
     report.seconds = started.elapsed().as_secs_f64();
     live.connected.fetch_sub(1, Relaxed);
     reader.abort();
@@ -183,17 +218,15 @@ async fn session(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn game_loop(
-    index: usize,
-    cfg: &SimConfig,
+    ctx: &Ctx<'_>,
     conn: &quinn::Connection,
     welcome: &Welcome,
     map: &Map,
-    live: &Live,
     report: &mut BotReport,
     control: &mut mpsc::Receiver<ServerControl>,
 ) -> Result<(), String> {
+    let (cfg, live, hitboxes) = (ctx.cfg, ctx.live, ctx.hitboxes);
     let me = welcome.player_id;
     let dt = 1.0 / f32::from(welcome.tick_rate_hz.max(1));
     let epoch = Instant::now();
@@ -205,7 +238,12 @@ async fn game_loop(
     let mut clock = SnapshotClock::new(welcome.tick_rate_hz);
     let mut buffer = SnapshotBuffer::default();
     let mut predictor = Predictor::default();
-    let mut wanderer = Wanderer::new(cfg.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let seed = cfg.seed ^ (ctx.index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut wanderer = Wanderer::new(seed);
+    let mut gunner = cfg
+        .fire
+        .then(|| Gunner::new(seed ^ 0x5107, cfg.aim_error_deg));
+
     let mut names: BTreeMap<PlayerId, String> = BTreeMap::new();
     let mut recent: VecDeque<InputCmd> = VecDeque::with_capacity(INPUT_REDUNDANCY);
     let mut others = Vec::new();
@@ -225,7 +263,13 @@ async fn game_loop(
                 }
                 ServerControl::PlayerLeft { id } => { names.remove(&id); }
                 ServerControl::Welcome(_) => return Err("a second welcome".into()),
-                ServerControl::ShotResult(_) | ServerControl::Kill { .. } => {}
+                ServerControl::ShotResult(r) => {
+                    if let Some(g) = gunner.as_mut().filter(|_| r.shooter == me) {
+                        g.on_result(&r);
+                        report.shots = g.stats.clone();
+                    }
+                }
+                ServerControl::Kill { .. } => {}
             },
             datagram = conn.read_datagram() => {
                 let bytes = datagram.map_err(|e| describe(&e))?;
@@ -257,6 +301,7 @@ async fn game_loop(
                     predictor.on_server(msg.last_input, state, map, dt);
                     report.prediction_matches = predictor.matches;
                     report.prediction_mismatches = predictor.mismatches;
+                    report.prediction_resets = predictor.resets;
                 }
                 if !msg.partial {
                     let u = clock.unwrap(msg.tick);
@@ -266,10 +311,16 @@ async fn game_loop(
             _ = ticker.tick() => {
                 let Some(state) = predictor.current().copied() else { continue };
                 let Some(now) = clock.now(local()) else { continue };
-                buffer.positions_at(now - INTERP_DELAY_TICKS, &mut others);
+                let view = now - INTERP_DELAY_TICKS;
+                buffer.positions_at(view, &mut others);
                 let mut cmd = wanderer.next_input(&state, me, &others, map);
                 seq += 1;
                 cmd.seq = seq;
+                if let Some(g) = gunner.as_mut() {
+                    let after = sim::step(&state, &cmd, map, dt);
+                    cmd.shot = g.fire(local(), seq, me, &after, view, &buffer, map, hitboxes);
+                    report.shots.shots = g.stats.shots;
+                }
                 let ahead = conn.rtt().as_secs_f64() / f64::from(dt);
                 cmd.tick = Tick((now + ahead).round() as i64 as u32);
                 predictor.on_input(cmd, map, dt);

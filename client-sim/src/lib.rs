@@ -5,13 +5,17 @@
 
 pub mod behaviour;
 pub mod bot;
+pub mod gunner;
+pub mod link;
 pub mod report;
 pub mod view;
 
 pub use bot::BotReport;
+pub use link::LinkConditions;
 pub use report::Report;
 
 use rewind_server::quic::{self, TlsError, TransportSettings};
+use rewind_shared::hitbox::{HitboxError, Hitboxes};
 use rewind_shared::map::{self, Map};
 use rustls::pki_types::CertificateDer;
 use std::collections::HashMap;
@@ -48,6 +52,13 @@ pub struct SimConfig {
     pub connect_spacing: Duration,
     /// Time allowed for the QUIC handshake and the welcome. Default 5 s.
     pub connect_timeout: Duration,
+    /// Network impairment applied to every packet of every bot, both ways. Default none.
+    pub link: Option<LinkConditions>,
+    /// Bots shoot at the nearest player they see. Default true.
+    pub fire: bool,
+    /// Bots' aim error, degrees either way (uniform). Default 0.8.
+    pub aim_error_deg: f32,
+
     maps: Arc<Mutex<HashMap<String, Arc<Map>>>>,
 }
 
@@ -67,6 +78,10 @@ impl SimConfig {
             assets: map::default_assets_dir(),
             connect_spacing: Duration::from_millis(5),
             connect_timeout: Duration::from_secs(5),
+            link: None,
+            fire: true,
+            aim_error_deg: 0.8,
+
             maps: Arc::default(),
         }
     }
@@ -122,6 +137,8 @@ pub(crate) struct Live {
 pub enum SimError {
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Hitboxes(#[from] HitboxError),
     #[error("no bots to run")]
     NoBots,
 }
@@ -132,6 +149,7 @@ pub async fn run(cfg: SimConfig) -> Result<Report, SimError> {
         return Err(SimError::NoBots);
     }
     let client = quic::client_config(&cfg.trusted, &TransportSettings::default())?;
+    let hitboxes = Arc::new(Hitboxes::load(&cfg.assets)?);
     let cfg = Arc::new(cfg);
     let live = Arc::new(Live::default());
     let started = Instant::now();
@@ -140,11 +158,12 @@ pub async fn run(cfg: SimConfig) -> Result<Report, SimError> {
         .then(|| tokio::spawn(print_progress(cfg.clone(), live.clone(), started)));
     let mut handles = Vec::with_capacity(cfg.bots);
     for i in 0..cfg.bots {
-        let (cfg, client, live) = (cfg.clone(), client.clone(), live.clone());
+        let (cfg, client, live, hitboxes) =
+            (cfg.clone(), client.clone(), live.clone(), hitboxes.clone());
         let delay = cfg.connect_spacing * i as u32;
         handles.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            bot::run(i, cfg, client, live).await
+            bot::run(i, cfg, client, live, hitboxes).await
         }));
     }
     let mut bots = Vec::with_capacity(handles.len());
@@ -158,7 +177,12 @@ pub async fn run(cfg: SimConfig) -> Result<Report, SimError> {
     if let Some(p) = progress {
         p.abort();
     }
-    Ok(Report::new(&bots, cfg.duration, started.elapsed()))
+    Ok(Report::new(
+        &bots,
+        cfg.duration,
+        started.elapsed(),
+        cfg.link,
+    ))
 }
 
 async fn print_progress(cfg: Arc<SimConfig>, live: Arc<Live>, started: Instant) {

@@ -43,6 +43,14 @@ struct Args {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+    /// Bots do not shoot.
+    #[arg(long)]
+    no_fire: bool,
+    /// Bots' aim error, degrees either way.
+    #[arg(long, default_value_t = 0.8)]
+    aim_error_deg: f32,
+    #[command(flatten)]
+    link: client_sim::link::LinkArgs,
 }
 
 #[tokio::main]
@@ -60,6 +68,9 @@ async fn main() -> anyhow::Result<()> {
     cfg.seed = args.seed;
     cfg.name_prefix = args.name_prefix;
     cfg.progress = !args.quiet;
+    cfg.fire = !args.no_fire;
+    cfg.aim_error_deg = args.aim_error_deg;
+    cfg.link = args.link.conditions().map_err(anyhow::Error::msg)?;
     let report = client_sim::run(cfg).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

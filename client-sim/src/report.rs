@@ -25,6 +25,20 @@ pub struct Report {
     pub snapshot_errors: u64,
     pub prediction_matches: u64,
     pub prediction_mismatches: u64,
+    pub prediction_resets: u64,
+    /// Shots fired by all bots.
+    pub shots: u64,
+    /// Shots the server judged a hit, and of those on the head.
+    pub hits: u64,
+    pub headshots: u64,
+    pub kills: u64,
+    /// Shots the server refused to judge (reasons in the server's log).
+    pub shots_rejected: u64,
+    /// Share of judged shots (not rejected) where the bot's own verdict (target and hitbox, or
+    /// miss) equals the server's; `null` when no shot was judged.
+    pub hit_agreement: Option<f64>,
+    /// The link conditioner, if one was used.
+    pub link: Option<crate::link::LinkConditions>,
     /// Distinct errors, with how many bots had each.
     pub errors: Vec<(String, usize)>,
     pub per_bot: Vec<BotReport>,
@@ -39,7 +53,12 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 impl Report {
-    pub fn new(bots: &[BotReport], duration: Duration, wall: Duration) -> Report {
+    pub fn new(
+        bots: &[BotReport],
+        duration: Duration,
+        wall: Duration,
+        link: Option<crate::link::LinkConditions>,
+    ) -> Report {
         let connected: Vec<&BotReport> = bots.iter().filter(|b| b.connected).collect();
         let mut rtt: Vec<u32> = connected
             .iter()
@@ -79,6 +98,18 @@ impl Report {
             snapshot_errors: bots.iter().map(|b| b.snapshot_errors).sum(),
             prediction_matches: bots.iter().map(|b| b.prediction_matches).sum(),
             prediction_mismatches: bots.iter().map(|b| b.prediction_mismatches).sum(),
+            prediction_resets: bots.iter().map(|b| b.prediction_resets).sum(),
+            shots: bots.iter().map(|b| b.shots.shots).sum(),
+            hits: bots.iter().map(|b| b.shots.hits).sum(),
+            headshots: bots.iter().map(|b| b.shots.headshots).sum(),
+            kills: bots.iter().map(|b| b.shots.kills).sum(),
+            shots_rejected: bots.iter().map(|b| b.shots.rejected).sum(),
+            hit_agreement: {
+                let judged: u64 = bots.iter().map(|b| b.shots.judged).sum();
+                let agreed: u64 = bots.iter().map(|b| b.shots.agreed).sum();
+                (judged > 0).then(|| agreed as f64 / judged as f64)
+            },
+            link,
             errors,
             per_bot: bots.to_vec(),
         }
@@ -113,6 +144,17 @@ impl fmt::Display for Report {
             f,
             "prediction          {} server states matched the bots' own prediction, {} did not",
             self.prediction_matches, self.prediction_mismatches
+        )?;
+        if let Some(link) = &self.link {
+            writeln!(f, "link                {link}, both ways")?;
+        }
+        let agreement = self
+            .hit_agreement
+            .map_or("-".into(), |a| format!("{:.4}", a));
+        writeln!(
+            f,
+            "shots               {} fired, {} hits ({} headshots), {} kills, {} rejected; agreement with the server {agreement}",
+            self.shots, self.hits, self.headshots, self.kills, self.shots_rejected
         )?;
         if self.snapshot_errors > 0 {
             writeln!(f, "snapshot errors     {}", self.snapshot_errors)?;

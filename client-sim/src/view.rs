@@ -97,6 +97,19 @@ impl SnapshotBuffer {
         self.snaps.back().map(|(_, w)| w)
     }
 
+    /// The two held snapshots around `view` (unwrapped ticks): `(a, b, ua, ub)` with
+    /// `ua <= view <= ub` and `ua < ub`; `None` outside the held range.
+    pub fn bracket(&self, view: f64) -> Option<(&WorldSnapshot, &WorldSnapshot, i64, i64)> {
+        let after = self.snaps.iter().position(|(u, _)| *u as f64 >= view)?;
+        let (ub, b) = self.snaps.get(after)?;
+        let (ua, a) = if after == 0 {
+            return None;
+        } else {
+            &self.snaps[after - 1]
+        };
+        Some((a, b, *ua, *ub))
+    }
+
     /// Positions of every player at `view` (unwrapped ticks, fractional), interpolated between
     /// the two snapshots around it; clamped to the oldest and newest held.
     pub fn positions_at(&self, view: f64, out: &mut Vec<(PlayerId, Vec3)>) {
@@ -146,6 +159,8 @@ pub struct Predictor {
     acked: u32,
     pub matches: u64,
     pub mismatches: u64,
+    /// Differences caused by events the client cannot predict (its death, its respawn).
+    pub resets: u64,
 }
 
 impl Predictor {
@@ -183,18 +198,23 @@ impl Predictor {
         {
             self.pending.pop_front();
         }
-        match self.pending.front() {
-            Some((c, predicted)) if c.seq == last_input => {
-                if *predicted == state {
-                    self.matches += 1;
-                    self.pending.pop_front();
-                    return;
-                }
-                self.pending.pop_front();
-            }
-            _ => {}
+        let predicted = match self.pending.front() {
+            Some((c, p)) if c.seq == last_input => Some(*p),
+            _ => None,
+        };
+        if predicted.is_some() {
+            self.pending.pop_front();
         }
-        self.mismatches += 1;
+        if predicted == Some(state) {
+            self.matches += 1;
+            return;
+        }
+        let predicted_dead = predicted.or(self.current).is_some_and(|p| p.dead);
+        if predicted_dead != state.dead {
+            self.resets += 1;
+        } else {
+            self.mismatches += 1;
+        }
         let mut st = state;
         for (cmd, after) in &mut self.pending {
             st = sim::step(&st, cmd, map, dt);

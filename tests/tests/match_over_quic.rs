@@ -18,7 +18,10 @@ fn bots(server: &Server, n: usize, seconds: f64) -> SimConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bots_play_a_match_and_the_server_follows_their_inputs() {
     let server = start_server(|_| {}).await;
-    let report = client_sim::run(bots(&server, 5, 3.0)).await.unwrap();
+    // Movement only: nobody shoots, so nobody dies and stands still.
+    let mut cfg = bots(&server, 5, 3.0);
+    cfg.fire = false;
+    let report = client_sim::run(cfg).await.unwrap();
     let stats = server.shutdown().await;
 
     assert_eq!(report.bots_connected, 5, "errors: {:?}", report.errors);
@@ -196,4 +199,38 @@ async fn a_128_hz_server_runs_bots_at_its_rate() {
     );
     assert!(report.prediction_matches > 100);
     assert!(stats.server.ticks > 128);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_and_server_agree_on_hits_through_a_100_ms_lossy_link() {
+    let server = start_server(|_| {}).await;
+    let mut cfg = bots(&server, 6, 6.0);
+    cfg.link = client_sim::LinkConditions::preset("fair");
+    let report = client_sim::run(cfg).await.unwrap();
+    let stats = server.shutdown().await;
+    assert_eq!(report.bots_connected, 6, "{:?}", report.errors);
+    assert!(
+        report.rtt_ms_p50 > 80.0 && report.rtt_ms_p50 < 140.0,
+        "rtt {}",
+        report.rtt_ms_p50
+    );
+    let lost: u64 = report
+        .per_bot
+        .iter()
+        .filter_map(|b| b.link)
+        .map(|l| l.sent_lost + l.received_lost)
+        .sum();
+    assert!(lost > 0, "the conditioner dropped packets");
+    assert!(report.shots >= 20, "{} shots", report.shots);
+    assert!(report.hits > 0);
+    // Every judged shot: the bot's own verdict from its screen equals the server's.
+    let agreement = report.hit_agreement.expect("shots were judged");
+    let described: Vec<_> = report
+        .per_bot
+        .iter()
+        .flat_map(|b| &b.shots.disagreements)
+        .collect();
+    assert!(agreement >= 0.97, "agreement {agreement}: {described:?}");
+    assert_eq!(report.prediction_mismatches, 0);
+    assert_eq!(stats.game.shots, report.shots);
 }

@@ -23,6 +23,11 @@ struct Args {
     /// Print the bots' report as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Judge shots against the newest state instead of the shooter's view (for comparison).
+    #[arg(long)]
+    no_lag_compensation: bool,
+    #[command(flatten)]
+    link: client_sim::link::LinkArgs,
 }
 
 #[tokio::main]
@@ -32,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let config = ServerConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         tick_rate_hz: args.tick_rate,
+        lag_compensation: !args.no_lag_compensation,
         dev_cert_out: Some(
             std::env::temp_dir().join(format!("rewind-demo-cert-{}.pem", std::process::id())),
         ),
@@ -49,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
     sim.bots = args.bots;
     sim.duration = args.seconds;
     sim.progress = true;
+    sim.link = args.link.conditions().map_err(anyhow::Error::msg)?;
     let report = client_sim::run(sim).await;
     if let Some(path) = server.dev_cert_path() {
         let _ = std::fs::remove_file(path);
