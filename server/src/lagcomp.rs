@@ -3,11 +3,12 @@
 //! that instant and trace the ray.
 
 use crate::history::History;
-use rewind_shared::hitbox::{Hitboxes, Ray, Sphere, MAX_EXTENT};
+use glam::Vec3;
+use rewind_shared::hitbox::{Hitboxes, Ray, Sphere};
 use rewind_shared::lagcomp::{interpolate, nearest_hit, wall_distance, Hit};
 use rewind_shared::map::Map;
 use rewind_shared::protocol::{PlayerId, RejectReason, ViewTime, INTERP_DELAY_TICKS};
-use rewind_shared::sim::{PlayerState, WALK_SPEED};
+use rewind_shared::sim::{FLAG_DEAD, POS_SCALE, WALK_SPEED};
 use rewind_shared::{Tick, TickRate};
 use std::time::Duration;
 
@@ -144,10 +145,12 @@ impl RewindPolicy {
     }
 }
 
-/// Rewinds candidate targets to `used` and traces the ray: the broad phase keeps only players
-/// whose reachable region since `used` (a sphere around their newest position, grown by the
-/// fastest possible movement) crosses the ray before any wall; only those are interpolated and
-/// tested against their hitboxes. Returns the same verdict as testing every player.
+/// Rewinds candidate targets to `used` and traces the ray. Broad phase: a player is a
+/// candidate only if the ray passes, before any wall, within reach of where the player stood
+/// at the later of the two ticks around `used` (the bounding sphere of its hitboxes, grown by
+/// the most a player can move in one tick). Only candidates are interpolated and tested
+/// against their hitboxes. The verdict is the same as testing every player
+/// ([`rewind_shared::lagcomp::judge`]); the difference is the cost.
 #[allow(clippy::too_many_arguments)]
 pub fn rewind_and_trace(
     history: &History,
@@ -158,31 +161,30 @@ pub fn rewind_and_trace(
     hitboxes: &Hitboxes,
     rate: TickRate,
 ) -> Option<Hit> {
-    let newest = history.newest()?;
     let a = history.get(used.tick)?;
-    let t = used.fraction();
     let b = if used.frac == 0 {
         a
     } else {
         history.get(used.tick.next())?
     };
+    let t = used.fraction();
     let wall = wall_distance(ray, map);
-    // Two steps per tick at most (catch-up), plus one tick of slack.
-    let age = newest.tick.since(used.tick).max(0) as f32 + 1.0;
-    let reach = MAX_EXTENT + 2.0 * WALK_SPEED * rate.dt() * age;
-    let candidates = newest
-        .players
-        .iter()
-        .filter(|(id, _)| *id != shooter)
-        .filter(|(_, now)| {
-            let bound = Sphere {
-                center: PlayerState::from_net(now).pos + glam::Vec3::Y,
-                radius: reach,
-            };
-            ray.sphere(&bound).is_some_and(|d| d < wall)
-        });
-    let targets = candidates
-        .filter_map(|(id, _)| Some((*id, interpolate(a.player(*id)?, b.player(*id)?, t)?)));
+    let (height, radius) = hitboxes.bounds();
+    // Two inputs per tick at most (catch-up).
+    let reach = radius + 2.0 * WALK_SPEED * rate.dt();
+    let candidates = b.players.iter().filter(|(id, n)| {
+        if *id == shooter || n.flags & FLAG_DEAD != 0 {
+            return false;
+        }
+        let center = Vec3::new(n.x as f32, n.y as f32, n.z as f32) / POS_SCALE + Vec3::Y * height;
+        ray.sphere(&Sphere {
+            center,
+            radius: reach,
+        })
+        .is_some_and(|d| d < wall)
+    });
+    let targets =
+        candidates.filter_map(|(id, nb)| Some((*id, interpolate(a.player(*id)?, nb, t)?)));
     nearest_hit(ray, hitboxes, wall, targets)
 }
 

@@ -111,7 +111,11 @@ impl Ray {
 
     /// Distance to the first point of the box along the ray (0 if the origin is inside).
     pub fn aabb(&self, min: Vec3, max: Vec3) -> Option<f32> {
-        let inv = self.dir.recip();
+        self.aabb_inv(min, max, self.dir.recip())
+    }
+
+    /// [`Ray::aabb`] with the direction's reciprocal computed once by the caller.
+    pub fn aabb_inv(&self, min: Vec3, max: Vec3, inv: Vec3) -> Option<f32> {
         let t1 = (min - self.origin) * inv;
         let t2 = (max - self.origin) * inv;
         let near = t1.min(t2).max_element();
@@ -155,13 +159,16 @@ pub struct Damage {
     pub head_multiplier: f32,
 }
 
-/// Hitboxes for both stances and the damage they take.
+/// Hitboxes for both stances and the damage they take. Made by [`Hitboxes::load`] or
+/// [`Hitboxes::parse`], which also work out the bounding sphere.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hitboxes {
     pub standing: StanceShape,
     pub crouching: StanceShape,
     pub damage: Damage,
+    #[serde(skip)]
+    bounds: (f32, f32),
 }
 
 /// Which hitbox a shot hit.
@@ -209,7 +216,8 @@ impl Hitboxes {
     }
 
     pub fn parse(text: &str) -> Result<Hitboxes, HitboxError> {
-        let h: Hitboxes = toml::from_str(text).map_err(|e| HitboxError::Syntax(e.to_string()))?;
+        let mut h: Hitboxes =
+            toml::from_str(text).map_err(|e| HitboxError::Syntax(e.to_string()))?;
         for s in [&h.standing, &h.crouching] {
             let reach = [
                 (s.head.center, s.head.radius),
@@ -241,6 +249,7 @@ impl Hitboxes {
                 "health must be positive and head_multiplier at least 1",
             ));
         }
+        h.bounds = h.bounding_sphere();
         Ok(h)
     }
 
@@ -278,6 +287,43 @@ impl Hitboxes {
                 radius: s.legs.radius,
             },
         }
+    }
+
+    /// A sphere around the feet that holds every hitbox in either stance and any facing:
+    /// `(height of its centre above the feet, radius)`. The broad phase tests rays against it.
+    pub fn bounds(&self) -> (f32, f32) {
+        self.bounds
+    }
+
+    fn bounding_sphere(&self) -> (f32, f32) {
+        let parts = |s: &StanceShape| {
+            [
+                (s.head.center, s.head.radius),
+                (s.torso.from, s.torso.radius),
+                (s.torso.to, s.torso.radius),
+                (s.legs.from, s.legs.radius),
+                (s.legs.to, s.legs.radius),
+            ]
+        };
+        let all: Vec<([f32; 3], f32)> = parts(&self.standing)
+            .into_iter()
+            .chain(parts(&self.crouching))
+            .collect();
+        let low = all
+            .iter()
+            .map(|(p, r)| p[1] - r)
+            .fold(f32::INFINITY, f32::min);
+        let high = all
+            .iter()
+            .map(|(p, r)| p[1] + r)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let h = (low + high) / 2.0;
+        let radius = all
+            .iter()
+            .map(|(p, r)| (p[0] * p[0] + p[2] * p[2] + (p[1] - h) * (p[1] - h)).sqrt() + r)
+            .fold(0.0, f32::max);
+        // A hair of slack for rounding in the pose arithmetic.
+        (h, radius + 1e-3)
     }
 
     /// Damage a hit on `part` deals.
@@ -425,6 +471,20 @@ mod tests {
         let crouched = h.pose(Vec3::ZERO, 0, Stance::Crouching);
         assert!(crouched.head.center.y < east.head.center.y - 0.4);
         assert_eq!(h.damage(Part::Head), 100);
+        // Every hitbox of every stance and facing lies inside the bounding sphere.
+        let (height, radius) = h.bounds();
+        for stance in [Stance::Standing, Stance::Crouching] {
+            for yaw in (0..65_536).step_by(4096) {
+                let p = h.pose(Vec3::ZERO, yaw as u16, stance);
+                let c = Vec3::Y * height;
+                assert!(p.head.center.distance(c) + p.head.radius <= radius);
+                for cap in [p.torso, p.legs] {
+                    assert!(cap.a.distance(c) + cap.radius <= radius);
+                    assert!(cap.b.distance(c) + cap.radius <= radius);
+                }
+            }
+        }
+        assert!(radius < 1.1, "a tight bound: {radius}");
         assert!(matches!(
             Hitboxes::parse("nope"),
             Err(HitboxError::Syntax(_))

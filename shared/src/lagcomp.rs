@@ -49,9 +49,10 @@ pub fn interpolate(a: &NetPlayer, b: &NetPlayer, t: f32) -> Option<Pose> {
 
 /// Distance along the ray to the nearest map box, or `MAX_RANGE`.
 pub fn wall_distance(ray: &Ray, map: &Map) -> f32 {
+    let inv = ray.dir.recip();
     map.boxes
         .iter()
-        .filter_map(|b| ray.aabb(b.min, b.max))
+        .filter_map(|b| ray.aabb_inv(b.min, b.max, inv))
         .fold(MAX_RANGE, f32::min)
 }
 
