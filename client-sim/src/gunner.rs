@@ -12,7 +12,7 @@ use rewind_shared::protocol::{PlayerId, Shot, ShotOutcome, ShotResult, ViewTime}
 use rewind_shared::sim::{aim, PlayerState, ANGLE_STEPS};
 use rewind_shared::Tick;
 use serde::Serialize;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Bots only shoot at players closer than this, metres.
 const RANGE: f32 = 40.0;
@@ -33,6 +33,8 @@ pub struct ShotStats {
     /// Shots the server did not judge, mostly because the shooter was already dead there
     /// (killed while the news was on its way); not counted in the agreement.
     pub rejected: u64,
+    /// Rejections by reason.
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
     /// Judged shots whose server verdict (target and hitbox, or miss) equals the bot's own.
     pub agreed: u64,
     /// The first few disagreements, described.
@@ -153,8 +155,13 @@ impl Gunner {
                 Some((target, part))
             }
             ShotOutcome::Miss => None,
-            ShotOutcome::Rejected(_) => {
+            ShotOutcome::Rejected(reason) => {
                 self.stats.rejected += 1;
+                *self
+                    .stats
+                    .rejected_by_reason
+                    .entry(reason.name())
+                    .or_default() += 1;
                 return;
             }
         };

@@ -2,6 +2,7 @@
 
 use crate::bot::BotReport;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ pub struct Report {
     pub kills: u64,
     /// Shots the server refused to judge (reasons in the server's log).
     pub shots_rejected: u64,
+    /// Rejections by reason.
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
     /// Share of judged shots (not rejected) where the bot's own verdict (target and hitbox, or
     /// miss) equals the server's; `null` when no shot was judged.
     pub hit_agreement: Option<f64>,
@@ -104,6 +107,13 @@ impl Report {
             headshots: bots.iter().map(|b| b.shots.headshots).sum(),
             kills: bots.iter().map(|b| b.shots.kills).sum(),
             shots_rejected: bots.iter().map(|b| b.shots.rejected).sum(),
+            rejected_by_reason: bots.iter().flat_map(|b| &b.shots.rejected_by_reason).fold(
+                BTreeMap::new(),
+                |mut all, (reason, n)| {
+                    *all.entry(*reason).or_default() += n;
+                    all
+                },
+            ),
             hit_agreement: {
                 let judged: u64 = bots.iter().map(|b| b.shots.judged).sum();
                 let agreed: u64 = bots.iter().map(|b| b.shots.agreed).sum();
@@ -156,6 +166,14 @@ impl fmt::Display for Report {
             "shots               {} fired, {} hits ({} headshots), {} kills, {} rejected; agreement with the server {agreement}",
             self.shots, self.hits, self.headshots, self.kills, self.shots_rejected
         )?;
+        if !self.rejected_by_reason.is_empty() {
+            let reasons: Vec<String> = self
+                .rejected_by_reason
+                .iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect();
+            writeln!(f, "rejected shots      {}", reasons.join(", "))?;
+        }
         if self.snapshot_errors > 0 {
             writeln!(f, "snapshot errors     {}", self.snapshot_errors)?;
         }

@@ -116,6 +116,19 @@ pub enum RejectReason {
     Cooldown,
 }
 
+impl RejectReason {
+    /// A short stable name, for counters and reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RejectReason::FromTheFuture { .. } => "from_the_future",
+            RejectReason::TooOld { .. } => "too_old",
+            RejectReason::Untrusted { .. } => "untrusted",
+            RejectReason::ShooterDead => "shooter_dead",
+            RejectReason::Cooldown => "cooldown",
+        }
+    }
+}
+
 /// What a client needs to play.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
