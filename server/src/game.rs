@@ -182,6 +182,19 @@ struct Player {
     max_datagram: usize,
 }
 
+/// A shot applied this tick, waiting to be judged once every player has moved.
+#[derive(Clone, Copy, Debug)]
+struct PendingShot {
+    player: usize,
+    seq: u32,
+    shot: Shot,
+    /// The tick its input first reached the server.
+    arrived: Tick,
+    /// The shooter was dead before this tick's shots: the shot does not count. (Killed by an
+    /// earlier shot of the same tick still fires: trades are possible and order does not matter.)
+    shooter_dead: bool,
+}
+
 /// One authoritative match.
 pub struct Match {
     config: MatchConfig,
@@ -194,8 +207,8 @@ pub struct Match {
     next_spawn: usize,
     /// Snapshot baselines and lag-compensation history in one bounded ring.
     history: History,
-    /// Shots of the current tick, in player order: (player index, seq, shot, arrival tick).
-    shots: Vec<(usize, u32, Shot, Tick)>,
+    /// Shots of the current tick, in player order.
+    shots: Vec<PendingShot>,
     outbox: Outbox,
     stats: MatchStats,
     msg: SnapshotMsg,
@@ -445,7 +458,14 @@ impl Match {
                 p.applied = cmd.seq;
                 self.stats.inputs_applied += 1;
                 if let Some(shot) = cmd.shot {
-                    self.shots.push((i, cmd.seq, shot, arrived));
+                    let shooter_dead = p.state.dead;
+                    self.shots.push(PendingShot {
+                        player: i,
+                        seq: cmd.seq,
+                        shot,
+                        arrived,
+                        shooter_dead,
+                    });
                 }
             }
             if extra {
@@ -454,8 +474,7 @@ impl Match {
             }
         }
         for k in 0..self.shots.len() {
-            let (i, seq, shot, arrived) = self.shots[k];
-            self.judge(i, seq, shot, arrived);
+            self.judge(self.shots[k]);
         }
         self.history.record(
             self.tick,
@@ -486,8 +505,15 @@ impl Match {
         (d.as_secs_f64() * f64::from(self.config.tick_rate.hz())).ceil() as u32
     }
 
-    /// Judges one shot of player `i`, applies its damage and tells the players involved.
-    fn judge(&mut self, i: usize, seq: u32, shot: Shot, arrived: Tick) {
+    /// Judges one shot, applies its damage and tells the players involved.
+    fn judge(&mut self, pending: PendingShot) {
+        let PendingShot {
+            player: i,
+            seq,
+            shot,
+            arrived,
+            shooter_dead,
+        } = pending;
         self.stats.shots += 1;
         let shooter = &self.players[i];
         let ray = Ray::from_view(
@@ -499,7 +525,7 @@ impl Match {
             (Some(n), Some(o)) => (n.tick, o.tick),
             _ => (self.tick, self.tick),
         };
-        let check = if shooter.state.dead || shooter.respawn_at.is_some() {
+        let check = if shooter_dead {
             Err(RejectReason::ShooterDead)
         } else if self.tick.is_before(shooter.next_fire) {
             Err(RejectReason::Cooldown)
@@ -581,7 +607,7 @@ impl Match {
             };
         };
         let victim = &mut self.players[t];
-        if victim.respawn_at.is_some() {
+        if victim.state.dead {
             // Killed earlier this tick by someone else: the hit stands, the damage does not.
             return ShotOutcome::Hit {
                 target,

@@ -507,3 +507,78 @@ fn the_broad_phase_never_changes_a_verdict() {
         "{hits} hits of {shots}: the scene exercises both"
     );
 }
+
+#[test]
+fn a_trade_in_the_same_tick_kills_both_whatever_their_order() {
+    let mut s = Scene::new(MatchConfig::default(), false);
+    s.m.set_rtt(s.target, RTT);
+    for _ in 0..30 {
+        s.seq += 1;
+        for id in [s.shooter, s.target] {
+            let idle = InputCmd {
+                seq: s.seq,
+                ..InputCmd::default()
+            };
+            s.m.receive(
+                id,
+                &InputBatch {
+                    ack: None,
+                    inputs: vec![idle],
+                },
+            )
+            .unwrap();
+        }
+        s.m.tick_once();
+        s.drain();
+    }
+    let view = s.view();
+    s.seq += 1;
+    let hitboxes = *s.m.hitboxes();
+    for (me, them) in [(s.shooter, s.target), (s.target, s.shooter)] {
+        let mine = *s.m.state(me).unwrap();
+        let theirs = *s.m.state(them).unwrap();
+        let eye = hitboxes.eye(mine.pos, mine.stance);
+        let head = hitboxes
+            .pose(theirs.pos, theirs.yaw, theirs.stance)
+            .head
+            .center;
+        let (yaw, pitch) = sim::aim(eye, head);
+        let cmd = InputCmd {
+            seq: s.seq,
+            yaw: mine.yaw,
+            shot: Some(Shot { view, yaw, pitch }),
+            ..InputCmd::default()
+        };
+        s.m.receive(
+            me,
+            &InputBatch {
+                ack: None,
+                inputs: vec![cmd],
+            },
+        )
+        .unwrap();
+    }
+    s.m.tick_once();
+    let (_, events) = s.drain();
+    let outcomes: Vec<ShotOutcome> = events
+        .iter()
+        .filter_map(|e| match e {
+            GameEvent::Shot(s) => Some(s.outcome),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes.len(), 2);
+    assert!(
+        outcomes.iter().all(|o| matches!(
+            o,
+            ShotOutcome::Hit {
+                part: Part::Head,
+                damage: 100,
+                ..
+            }
+        )),
+        "{outcomes:?}"
+    );
+    assert!(s.m.state(s.shooter).unwrap().dead && s.m.state(s.target).unwrap().dead);
+    assert_eq!(s.m.stats().kills, 2);
+}
