@@ -72,6 +72,10 @@ pub struct ServerConfig {
     /// Ask unvalidated client addresses to prove them (stateless retry) before keeping any
     /// state. Default true; costs one round trip per connection.
     pub stateless_retry: bool,
+    /// Folder the match recording is written to; none disables recording. Default `recordings`.
+    pub record_dir: Option<PathBuf>,
+    /// Seconds between keyframes in the recording. Default 10: a seek replays at most this much.
+    pub keyframe_secs: u32,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +106,8 @@ impl Default for ServerConfig {
             control_queue: 256,
             datagram_buffer: 16 * 1024,
             stateless_retry: true,
+            record_dir: Some(PathBuf::from("recordings")),
+            keyframe_secs: 10,
         }
     }
 }
@@ -203,6 +209,11 @@ impl ServerConfig {
             "respawn_ms",
             "above rewind_window_ms",
         )?;
+        check(
+            (1..=600).contains(&self.keyframe_secs),
+            "keyframe_secs",
+            "1 to 600",
+        )?;
         if self.cert.is_some() != self.key.is_some() {
             return Err(ConfigError::CertWithoutKey);
         }
@@ -230,6 +241,18 @@ impl ServerConfig {
     /// Loads the configured map.
     pub fn load_map(&self) -> Result<Arc<Map>, ConfigError> {
         Ok(Arc::new(Map::load_named(&self.assets_dir(), &self.map)?))
+    }
+
+    /// The map file and the hitbox file, verbatim (for the recording's header).
+    pub fn asset_texts(&self) -> Result<(String, String), ConfigError> {
+        let assets = self.assets_dir();
+        let read = |path: PathBuf| {
+            std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path, source })
+        };
+        Ok((
+            read(assets.join("maps").join(format!("{}.toml", self.map)))?,
+            read(assets.join("hitboxes.toml"))?,
+        ))
     }
 
     /// Loads the hitboxes from the assets folder.

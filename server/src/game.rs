@@ -13,13 +13,14 @@
 
 use crate::history::History;
 use crate::lagcomp::{self, RewindPolicy, ViewCheck};
+use crate::record::{AppliedInput, Keyframe, Membership, PlayerSave, RejectedInput, TickRecord};
 use bytes::Bytes;
 use rewind_shared::codec;
 use rewind_shared::hitbox::{Hitboxes, Part, Ray};
 use rewind_shared::map::Map;
 use rewind_shared::protocol::{
     InputBatch, InputCmd, PlayerId, RejectReason, ServerControl, ServerDatagram, Shot, ShotOutcome,
-    ShotResult, SnapshotMsg, Welcome, MAX_INPUTS_PER_DATAGRAM, MAX_NAME_BYTES,
+    ShotResult, SnapshotMsg, Welcome, MAX_DATAGRAM, MAX_INPUTS_PER_DATAGRAM, MAX_NAME_BYTES,
 };
 use rewind_shared::sim::{self, PlayerState};
 use rewind_shared::snapshot;
@@ -85,6 +86,20 @@ pub enum JoinError {
     BadName,
 }
 
+/// Why a recorded tick could not be replayed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReplayError {
+    #[error("recorded join of {0} refused on replay: {1}")]
+    Join(PlayerId, JoinError),
+    #[error("recorded join got {recorded}, the replay assigned {replayed}")]
+    IdMismatch {
+        recorded: PlayerId,
+        replayed: PlayerId,
+    },
+    #[error("tick {tick}: recorded input for {player}, who is not in the match or out of order")]
+    StrayInput { tick: Tick, player: PlayerId },
+}
+
 /// Why an input datagram broke the protocol (the sender is disconnected).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InputError {
@@ -107,6 +122,8 @@ pub struct Outbox {
     pub control: Vec<(PlayerId, ServerControl)>,
     /// Decisions the match took, with their reasons.
     pub events: Vec<GameEvent>,
+    /// One record per tick, for the recorder.
+    pub records: Vec<TickRecord>,
 }
 
 /// Something the match decided, kept with everything needed to explain it.
@@ -117,7 +134,7 @@ pub enum GameEvent {
 }
 
 /// One shot and how it was judged.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ShotEvent {
     pub tick: Tick,
     pub shooter: PlayerId,
@@ -182,6 +199,40 @@ struct Player {
     max_datagram: usize,
 }
 
+impl Player {
+    fn save(&self) -> PlayerSave {
+        PlayerSave {
+            id: self.id,
+            name: self.name.clone(),
+            state: self.state.to_net(),
+            health: self.health,
+            respawn_at: self.respawn_at,
+            next_fire: self.next_fire,
+            applied: self.applied,
+            catch_up_credit: self.catch_up_credit,
+        }
+    }
+}
+
+/// The bytes of a player that enter the state hash.
+fn player_bytes(p: &Player) -> [u8; 36] {
+    let n = p.state.to_net();
+    let mut b = [0u8; 36];
+    b[0..2].copy_from_slice(&p.id.0.to_le_bytes());
+    b[2..6].copy_from_slice(&n.x.to_le_bytes());
+    b[6..10].copy_from_slice(&n.y.to_le_bytes());
+    b[10..14].copy_from_slice(&n.z.to_le_bytes());
+    b[14..16].copy_from_slice(&n.yaw.to_le_bytes());
+    b[16..18].copy_from_slice(&n.pitch.to_le_bytes());
+    b[18] = n.flags;
+    b[19..21].copy_from_slice(&p.health.to_le_bytes());
+    b[21..25].copy_from_slice(&p.respawn_at.map_or(u32::MAX, |t| t.0).to_le_bytes());
+    b[25..29].copy_from_slice(&p.next_fire.0.to_le_bytes());
+    b[29..33].copy_from_slice(&p.applied.to_le_bytes());
+    b[33] = u8::from(p.respawn_at.is_some());
+    b
+}
+
 /// A shot applied this tick, waiting to be judged once every player has moved.
 #[derive(Clone, Copy, Debug)]
 struct PendingShot {
@@ -209,6 +260,8 @@ pub struct Match {
     history: History,
     /// Shots of the current tick, in player order.
     shots: Vec<PendingShot>,
+    /// What happens before and during the next tick, for the recording.
+    journal: TickRecord,
     outbox: Outbox,
     stats: MatchStats,
     msg: SnapshotMsg,
@@ -226,6 +279,7 @@ impl Match {
             map,
             hitboxes,
             shots: Vec::with_capacity(config.max_players),
+            journal: TickRecord::default(),
             tick: Tick::ZERO,
             players: Vec::with_capacity(config.max_players),
             next_id: 1,
@@ -340,6 +394,10 @@ impl Match {
             }
         }
         self.stats.joins += 1;
+        self.journal.membership.push(Membership::Join {
+            id,
+            name: name.to_string(),
+        });
         Ok(Welcome {
             player_id: id,
             tick_rate_hz: self.config.tick_rate.hz(),
@@ -364,6 +422,7 @@ impl Match {
         let Some(i) = self.index(id) else { return };
         self.players.remove(i);
         self.stats.leaves += 1;
+        self.journal.membership.push(Membership::Leave { id });
         for p in &self.players {
             self.outbox
                 .control
@@ -371,10 +430,12 @@ impl Match {
         }
     }
 
-    /// Sets the connection's current round-trip time (used to estimate shots' view times).
+    /// Sets the connection's current round-trip time (used to estimate shots' view times),
+    /// in whole microseconds: exactly what a recording keeps.
     pub fn set_rtt(&mut self, id: PlayerId, rtt: Duration) {
         if let Some(i) = self.index(id) {
-            self.players[i].rtt = rtt;
+            let us = rtt.as_micros().min(u128::from(u32::MAX)) as u64;
+            self.players[i].rtt = Duration::from_micros(us);
         }
     }
 
@@ -393,8 +454,22 @@ impl Match {
     }
 
     /// Buffers the inputs of one datagram. Inputs seen before are ignored, so applying a
-    /// datagram twice changes nothing.
+    /// datagram twice changes nothing. A refused datagram is recorded with its reason.
     pub fn receive(&mut self, id: PlayerId, batch: &InputBatch) -> Result<(), InputError> {
+        let result = self.buffer(id, batch);
+        if let Err(e) = &result {
+            if self.index(id).is_some() {
+                self.journal.rejected.push(RejectedInput {
+                    player: id,
+                    seq: batch.inputs.first().map_or(0, |c| c.seq),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        result
+    }
+
+    fn buffer(&mut self, id: PlayerId, batch: &InputBatch) -> Result<(), InputError> {
         let i = self.index(id).ok_or(InputError::UnknownPlayer(id))?;
         if batch.inputs.len() > MAX_INPUTS_PER_DATAGRAM {
             return Err(InputError::TooManyInputs(batch.inputs.len()));
@@ -429,7 +504,13 @@ impl Match {
             }
             p.inputs.insert(at, (*cmd, now));
             if p.inputs.len() > bound {
-                p.inputs.pop_front();
+                if let Some((dropped, _)) = p.inputs.pop_front() {
+                    self.journal.rejected.push(RejectedInput {
+                        player: id,
+                        seq: dropped.seq,
+                        reason: "input buffer full: oldest input dropped".into(),
+                    });
+                }
                 self.stats.inputs_overflow += 1;
             }
         }
@@ -438,25 +519,92 @@ impl Match {
 
     /// Advances the world by one tick and writes a snapshot for every player.
     pub fn tick_once(&mut self) {
+        // Live: inputs come from the players' buffers. The record is the tick's journal.
+        let _ = self.run_tick(None, true);
+    }
+
+    /// Re-runs one recorded tick: the same joins and leaves, the same inputs in the same
+    /// order, the same RTTs for shots. Returns the record this tick produces now, which equals
+    /// the recorded one when the replay is faithful. Writes no snapshots.
+    pub fn replay_tick(&mut self, recorded: &TickRecord) -> Result<TickRecord, ReplayError> {
+        for m in &recorded.membership {
+            match m {
+                Membership::Join { id, name } => {
+                    let got = self
+                        .join(name, MAX_DATAGRAM)
+                        .map_err(|e| ReplayError::Join(*id, e))?;
+                    if got.player_id != *id {
+                        return Err(ReplayError::IdMismatch {
+                            recorded: *id,
+                            replayed: got.player_id,
+                        });
+                    }
+                }
+                Membership::Leave { id } => self.leave(*id),
+            }
+        }
+        self.journal.rejected = recorded.rejected.clone();
+        let out = self.run_tick(Some(&recorded.inputs), false)?;
+        self.outbox.control.clear();
+        self.outbox.events.clear();
+        Ok(out)
+    }
+
+    /// One tick. `recorded`: replay these inputs instead of the buffers.
+    fn run_tick(
+        &mut self,
+        recorded: Option<&[AppliedInput]>,
+        snapshots: bool,
+    ) -> Result<TickRecord, ReplayError> {
         self.tick = self.tick.next();
         self.stats.ticks += 1;
+        self.journal.tick = self.tick;
         self.respawn();
         let dt = self.config.tick_rate.dt();
         self.shots.clear();
+        let mut cursor = 0;
         for (i, p) in self.players.iter_mut().enumerate() {
             p.catch_up_credit = (p.catch_up_credit + 1).min(CATCH_UP_MAX);
-            let extra = p.inputs.len() > self.config.catch_up_above + 1
-                && p.catch_up_credit >= CATCH_UP_EVERY;
-            if p.inputs.is_empty() {
-                self.stats.starved += 1;
-            }
-            for _ in 0..1 + usize::from(extra) {
-                let Some((cmd, arrived)) = p.inputs.pop_front() else {
-                    break;
+            let mut applied_now = 0;
+            while applied_now < 2 {
+                let next = match recorded {
+                    Some(list) => match list.get(cursor) {
+                        Some(a) if a.player == p.id => {
+                            cursor += 1;
+                            if let Some(us) = a.rtt_us {
+                                p.rtt = Duration::from_micros(u64::from(us));
+                            }
+                            Some((a.cmd, a.arrived))
+                        }
+                        _ => None,
+                    },
+                    None => {
+                        // One input a tick; a second one when the player is behind and has
+                        // earned the credit for it.
+                        let catch_up = applied_now == 1
+                            && p.inputs.len() > self.config.catch_up_above
+                            && p.catch_up_credit >= CATCH_UP_EVERY;
+                        if applied_now == 0 || catch_up {
+                            p.inputs.pop_front()
+                        } else {
+                            None
+                        }
+                    }
                 };
+                let Some((cmd, arrived)) = next else { break };
                 p.state = sim::step(&p.state, &cmd, &self.map, dt);
                 p.applied = cmd.seq;
+                applied_now += 1;
                 self.stats.inputs_applied += 1;
+                let rtt_us = cmd
+                    .shot
+                    .map(|_| p.rtt.as_micros().min(u128::from(u32::MAX)) as u32);
+                self.journal.inputs.push(AppliedInput {
+                    player: p.id,
+                    cmd,
+                    arrived,
+                    rtt_us,
+                });
                 if let Some(shot) = cmd.shot {
                     let shooter_dead = p.state.dead;
                     self.shots.push(PendingShot {
@@ -468,9 +616,21 @@ impl Match {
                     });
                 }
             }
-            if extra {
-                p.catch_up_credit -= CATCH_UP_EVERY;
-                self.stats.inputs_catch_up += 1;
+            match applied_now {
+                0 => self.stats.starved += 1,
+                2 => {
+                    p.catch_up_credit = p.catch_up_credit.saturating_sub(CATCH_UP_EVERY);
+                    self.stats.inputs_catch_up += 1;
+                }
+                _ => {}
+            }
+        }
+        if let Some(list) = recorded {
+            if let Some(stray) = list.get(cursor) {
+                return Err(ReplayError::StrayInput {
+                    tick: self.tick,
+                    player: stray.player,
+                });
             }
         }
         for k in 0..self.shots.len() {
@@ -480,9 +640,88 @@ impl Match {
             self.tick,
             self.players.iter().map(|p| (p.id, p.state.to_net())),
         );
-        for i in 0..self.players.len() {
-            self.write_snapshot(i);
+        if snapshots {
+            for i in 0..self.players.len() {
+                self.write_snapshot(i);
+            }
         }
+        self.journal.hash = self.state_hash();
+        let record = std::mem::take(&mut self.journal);
+        if snapshots {
+            self.outbox.records.push(record.clone());
+        }
+        Ok(record)
+    }
+
+    /// A hash of everything that decides the future of the match: every player's quantized
+    /// state, health, death and respawn time, weapon cooldown and last applied input.
+    pub fn state_hash(&self) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&self.tick.0.to_le_bytes());
+        for p in &self.players {
+            h.update(&player_bytes(p));
+        }
+        h.digest()
+    }
+
+    /// The full state, to resume from.
+    pub fn keyframe(&self) -> Keyframe {
+        Keyframe {
+            tick: self.tick,
+            next_id: self.next_id,
+            next_spawn: self.next_spawn as u64,
+            players: self.players.iter().map(Player::save).collect(),
+            history: self.history.iter().cloned().collect(),
+        }
+    }
+
+    /// A match resumed from a keyframe (for replay).
+    pub fn restore(
+        config: MatchConfig,
+        map: Arc<Map>,
+        hitboxes: Hitboxes,
+        keyframe: &Keyframe,
+    ) -> Match {
+        let mut m = Match::new(config, map, hitboxes);
+        m.tick = keyframe.tick;
+        m.next_id = keyframe.next_id;
+        m.next_spawn = keyframe.next_spawn as usize;
+        m.players = keyframe
+            .players
+            .iter()
+            .map(|s| Player {
+                id: s.id,
+                name: s.name.clone(),
+                state: PlayerState::from_net(&s.state),
+                health: s.health,
+                respawn_at: s.respawn_at,
+                next_fire: s.next_fire,
+                rtt: Duration::ZERO,
+                inputs: VecDeque::new(),
+                applied: s.applied,
+                catch_up_credit: s.catch_up_credit,
+                ack: None,
+                max_datagram: MAX_DATAGRAM,
+            })
+            .collect();
+        for w in &keyframe.history {
+            m.history.record(w.tick, w.players.iter().copied());
+        }
+        m
+    }
+
+    /// The first player whose state differs from the keyframe's (a replay's divergence).
+    pub fn first_difference(&self, keyframe: &Keyframe) -> Option<PlayerId> {
+        let mine: Vec<PlayerSave> = self.players.iter().map(Player::save).collect();
+        let ids = mine
+            .iter()
+            .map(|p| p.id)
+            .chain(keyframe.players.iter().map(|p| p.id));
+        let mut ids: Vec<PlayerId> = ids.collect();
+        ids.sort();
+        ids.into_iter().find(|id| {
+            mine.iter().find(|p| p.id == *id) != keyframe.players.iter().find(|p| p.id == *id)
+        })
     }
 
     fn respawn(&mut self) {
@@ -493,6 +732,7 @@ impl Match {
                 p.state = PlayerState::spawn(spawn.pos, spawn.yaw);
                 p.health = self.hitboxes.damage.health;
                 p.respawn_at = None;
+                self.journal.respawns.push(p.id);
                 self.outbox.events.push(GameEvent::Respawn {
                     tick: self.tick,
                     player: p.id,
@@ -580,7 +820,7 @@ impl Match {
         self.outbox
             .control
             .push((shooter_id, ServerControl::ShotResult(result)));
-        self.outbox.events.push(GameEvent::Shot(ShotEvent {
+        let event = ShotEvent {
             tick: self.tick,
             shooter: shooter_id,
             seq,
@@ -589,7 +829,9 @@ impl Match {
             check,
             outcome,
             distance: hit.map(|h| h.distance),
-        }));
+        };
+        self.journal.shots.push(event.clone());
+        self.outbox.events.push(GameEvent::Shot(event));
     }
 
     /// Applies a hit's damage; a lethal one kills, schedules the respawn and tells everyone.

@@ -69,6 +69,11 @@ impl History {
         slot.players.extend(players);
     }
 
+    /// The held worlds, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &WorldSnapshot> {
+        (0..self.len).map(move |k| &self.slots[(self.start + k) % self.slots.len()])
+    }
+
     pub fn newest(&self) -> Option<&WorldSnapshot> {
         (self.len > 0).then(|| &self.slots[(self.start + self.len - 1) % self.slots.len()])
     }

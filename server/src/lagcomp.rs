@@ -44,7 +44,7 @@ impl Default for RewindPolicy {
 pub const MAX_WINDOW: Duration = Duration::from_secs(1);
 
 /// The instant a shot is judged at, and how it was chosen.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ViewCheck {
     pub claimed: ViewTime,
     /// The server's own estimate of the shooter's view time.

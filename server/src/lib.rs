@@ -13,6 +13,7 @@ pub mod history;
 pub mod lagcomp;
 pub mod net;
 pub mod quic;
+pub mod record;
 #[cfg(test)]
 mod scenarios;
 pub mod schedule;

@@ -1,5 +1,7 @@
 //! `rewind-server`: runs one authoritative match until Ctrl-C.
 
+mod review_cli;
+
 use anyhow::Context;
 use clap::Parser;
 use rewind_server::{Server, ServerConfig};
@@ -9,10 +11,62 @@ use tracing_subscriber::EnvFilter;
 
 /// Rewind: an authoritative, lag-compensating game server over QUIC.
 ///
-/// Settings come from the defaults, then `--config FILE` (TOML, see docs/configuration.md),
-/// then the flags below.
+/// Without a subcommand it runs a match until Ctrl-C. Settings come from the defaults, then
+/// `--config FILE` (TOML, see docs/configuration.md), then the flags below.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Replay a recording and check every tick's state hash and every shot's verdict.
+    Verify {
+        /// A `.rwd` recording (a `.rwd.part` file of a match that did not finish works too).
+        file: PathBuf,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer questions about a recorded match.
+    Review {
+        /// A `.rwd` recording.
+        file: PathBuf,
+        #[command(subcommand)]
+        what: Review,
+        /// Print the answer as one JSON object.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Review {
+    /// Players, duration, score, shots, hits, headshots.
+    Summary,
+    /// Every shot with its verdict.
+    Shots,
+    /// One shot explained: claimed and estimated view time, rewound poses, ray, hitbox, verdict.
+    Shot {
+        /// The shot's index, from `review FILE shots`.
+        index: usize,
+    },
+    /// The world right after a tick (rebuilt from the nearest keyframe).
+    World { tick: u32 },
+    /// Draw one shot as an SVG picture (top view and side view).
+    Svg {
+        index: usize,
+        /// Where to write the picture [default: shot-<index>.svg].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
 struct Args {
     /// TOML configuration file.
     #[arg(long)]
@@ -50,6 +104,12 @@ struct Args {
     /// How far back shots may be judged, ms (at most 1000) [default: 250].
     #[arg(long)]
     rewind_window_ms: Option<u64>,
+    /// Folder for the match recording [default: recordings].
+    #[arg(long)]
+    record_dir: Option<PathBuf>,
+    /// Do not record the match.
+    #[arg(long)]
+    no_record: bool,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -72,6 +132,12 @@ impl Args {
         if self.no_lag_compensation {
             c.lag_compensation = false;
         }
+        if let Some(dir) = &self.record_dir {
+            c.record_dir = Some(dir.clone());
+        }
+        if self.no_record {
+            c.record_dir = None;
+        }
         Ok(c)
     }
 }
@@ -83,7 +149,13 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Verify { file, json }) => return review_cli::verify(&file, json),
+        Some(Command::Review { file, what, json }) => return review_cli::answer(&file, what, json),
+        None => {}
+    }
+    let args = cli.run;
     let config = args.config()?;
     if args.print_config {
         print!("{}", toml::to_string(&config)?);
@@ -106,6 +178,13 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("shutting down");
     let report = server.shutdown().await;
     let s = report.server;
+    if let Some(path) = &report.recording {
+        eprintln!(
+            "recording: {}\nreview it with:\n  cargo run --release -p rewind-server -- review {} summary",
+            path.display(),
+            path.display()
+        );
+    }
     eprintln!(
         "ticks {} (overruns {}, mean {:.1} us, max {:.1} us), connections {}, peer errors {}",
         s.ticks,

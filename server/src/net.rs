@@ -10,6 +10,8 @@
 use crate::config::{ConfigError, ServerConfig};
 use crate::game::{GameEvent, InputError, JoinError, Match, MatchStats};
 use crate::quic::{self, FrameError, TlsError, TransportSettings};
+use crate::record::writer::{RecordError, Recorder, RecorderConfig};
+use crate::record::{self, Header, RecordedSettings};
 use crate::schedule::{Lateness, Schedule};
 use crate::stats::{Counters, ServerStats};
 use rewind_shared::codec;
@@ -40,6 +42,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the match recording: {0}")]
+    Record(#[from] RecordError),
 }
 
 slotmap::new_key_type! {
@@ -71,11 +75,15 @@ struct Session {
 }
 
 /// What a finished server did.
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct ServerReport {
     pub server: ServerStats,
     #[serde(rename = "match")]
     pub game: MatchStats,
+    /// The finished recording, if the match was recorded.
+    pub recording: Option<std::path::PathBuf>,
+    /// Why the recording could not be finished, if it could not.
+    pub recording_error: Option<String>,
 }
 
 /// A running server. Dropping it without [`Server::shutdown`] leaves its tasks running until
@@ -86,7 +94,7 @@ pub struct Server {
     dev_cert: Option<std::path::PathBuf>,
     cancel: CancellationToken,
     counters: Arc<Counters>,
-    tick_loop: tokio::task::JoinHandle<MatchStats>,
+    tick_loop: tokio::task::JoinHandle<(MatchStats, Option<Recorder>)>,
     accept_loop: tokio::task::JoinHandle<()>,
 }
 
@@ -130,6 +138,29 @@ impl Server {
         let cancel = CancellationToken::new();
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(config.command_queue);
+        let recorder = match &config.record_dir {
+            Some(dir) => {
+                let (map_toml, hitboxes_toml) = config.asset_texts()?;
+                let started = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let header = Header {
+                    format_version: record::format::FORMAT_VERSION,
+                    protocol_version: rewind_shared::protocol::PROTOCOL_VERSION,
+                    protocol_hash: record::protocol_hash(),
+                    build_id: record::build_id(),
+                    map_toml,
+                    hitboxes_toml,
+                    settings: RecordedSettings::of(&match_config),
+                    seed: 0,
+                    started_unix_ms: started.as_millis() as u64,
+                };
+                let name = format!("match-{}-{}", started.as_millis(), std::process::id());
+                Some(Recorder::create(&RecorderConfig::new(dir), &name, &header)?)
+            }
+            None => None,
+        };
+        let keyframe_every = u32::from(match_config.tick_rate.hz()) * config.keyframe_secs;
         let game = Match::new(match_config, map, hitboxes);
         info!(
             addr = %endpoint.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?,
@@ -140,7 +171,15 @@ impl Server {
         );
         let span = info_span!("match", map = %game.map().name);
         let tick_loop = tokio::spawn(
-            run_tick_loop(game, rx, cancel.clone(), counters.clone()).instrument(span),
+            run_tick_loop(
+                game,
+                rx,
+                cancel.clone(),
+                counters.clone(),
+                recorder,
+                keyframe_every,
+            )
+            .instrument(span),
         );
         let shared = Arc::new(Shared {
             config,
@@ -185,7 +224,21 @@ impl Server {
     /// goodbyes to go out.
     pub async fn shutdown(self) -> ServerReport {
         self.cancel.cancel();
-        let game = self.tick_loop.await.unwrap_or_default();
+        let (game, recorder) = self.tick_loop.await.unwrap_or_default();
+        let finished = match recorder {
+            Some(r) => match tokio::task::spawn_blocking(move || r.finish()).await {
+                Ok(Ok(path)) => {
+                    info!(path = %path.display(), "recording finished");
+                    Ok(Some(path))
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            None => Ok(None),
+        };
+        if let Err(e) = &finished {
+            warn!(error = %e, "the recording could not be finished");
+        }
         self.accept_loop.abort();
         self.endpoint.close(
             close_code(CloseCode::ServerShutdown),
@@ -198,9 +251,15 @@ impl Server {
             warn!("connections did not close within 2 s");
         }
         info!("server stopped");
+        let (recording, recording_error) = match finished {
+            Ok(path) => (path, None),
+            Err(e) => (None, Some(e)),
+        };
         ServerReport {
             server: self.counters.read(),
             game,
+            recording,
+            recording_error,
         }
     }
 }
@@ -416,7 +475,12 @@ async fn run_tick_loop(
     mut commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
     counters: Arc<Counters>,
-) -> MatchStats {
+    recorder: Option<Recorder>,
+    keyframe_every: u32,
+) -> (MatchStats, Option<Recorder>) {
+    if let Some(r) = &recorder {
+        r.keyframe(game.keyframe());
+    }
     let interval = game.config().tick_rate.interval();
     let mut sessions: SlotMap<SessionKey, Session> = SlotMap::with_key();
     let mut by_player: HashMap<PlayerId, SessionKey> = HashMap::new();
@@ -471,6 +535,18 @@ async fn run_tick_loop(
             game.set_rtt(s.player, s.conn.rtt());
         }
         game.tick_once();
+        for record in game.outbox().records.drain(..) {
+            if let Some(r) = &recorder {
+                if !r.tick(record) {
+                    Counters::bump(&counters.records_dropped);
+                }
+            }
+        }
+        if let Some(r) = &recorder {
+            if game.tick().0 % keyframe_every.max(1) == 0 && !r.keyframe(game.keyframe()) {
+                Counters::bump(&counters.records_dropped);
+            }
+        }
         flush(&mut game, &mut sessions, &mut by_player, &counters);
         Counters::set(&counters.players, sessions.len() as u64);
         Counters::bump(&counters.ticks);
@@ -490,7 +566,7 @@ async fn run_tick_loop(
     for s in sessions.values() {
         close(&s.conn, CloseCode::ServerShutdown, "server shutting down");
     }
-    game.stats()
+    (game.stats(), recorder)
 }
 
 /// Hands the match's outbox to QUIC without waiting.

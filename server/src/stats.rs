@@ -54,6 +54,8 @@ counters! {
     datagram_bytes_sent,
     /// Snapshot datagrams QUIC refused (connection lost, too large).
     datagram_send_failed,
+    /// Recording records dropped because the writer's queue was full.
+    records_dropped,
 }
 
 impl Counters {

@@ -44,6 +44,35 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// Upper bound for one record of a recording file (decoded), where a block holds many ticks.
+pub const FILE_DECODE_LIMIT: usize = 32 * 1024 * 1024;
+
+fn file_config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_variable_int_encoding()
+        .with_limit::<FILE_DECODE_LIMIT>()
+}
+
+/// Decodes exactly one `T` from all of `bytes`, with the larger [`FILE_DECODE_LIMIT`]; for
+/// records read from a file. Same encoding as [`decode`].
+pub fn decode_file<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    if bytes.len() > FILE_DECODE_LIMIT {
+        return Err(CodecError::TooLarge {
+            len: bytes.len(),
+            limit: FILE_DECODE_LIMIT,
+        });
+    }
+    let (msg, used) = bincode::serde::decode_from_slice(bytes, file_config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError::TrailingBytes {
+            extra: bytes.len() - used,
+        });
+    }
+    Ok(msg)
+}
+
 /// Decodes exactly one `T` from all of `bytes`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (msg, used) = decode_prefix(bytes)?;

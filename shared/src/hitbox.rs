@@ -8,7 +8,7 @@ use serde::Deserialize;
 use std::path::Path;
 
 /// A ray with a unit direction.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Ray {
     pub origin: Vec3,
     pub dir: Vec3,

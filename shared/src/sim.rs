@@ -65,7 +65,9 @@ pub struct PlayerState {
 }
 
 /// A player state as integers: exactly what a snapshot carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct NetPlayer {
     pub x: i32,
     pub y: i32,

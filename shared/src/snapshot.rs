@@ -14,7 +14,7 @@ use crate::tick::Tick;
 pub const MAX_PLAYERS: usize = 1024;
 
 /// The quantized world at one tick.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WorldSnapshot {
     pub tick: Tick,
     /// Ascending by id, no duplicates.

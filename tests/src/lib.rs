@@ -21,6 +21,7 @@ pub async fn start_server(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
     init_tracing();
     let mut config = ServerConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        record_dir: None,
         dev_cert_out: Some(std::env::temp_dir().join(format!(
             "rewind-test-{}-{}.pem",
             std::process::id(),
@@ -34,6 +35,18 @@ pub async fn start_server(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
         let _ = std::fs::remove_file(p);
     }
     server
+}
+
+/// A fresh, empty folder under the system temp folder.
+pub fn temp_dir(label: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "rewind-{label}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
 }
 
 fn rand_suffix() -> u64 {

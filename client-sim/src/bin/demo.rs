@@ -26,6 +26,12 @@ struct Args {
     /// Judge shots against the newest state instead of the shooter's view (for comparison).
     #[arg(long)]
     no_lag_compensation: bool,
+    /// Folder for the match recording.
+    #[arg(long, default_value = "recordings")]
+    record_dir: std::path::PathBuf,
+    /// Do not record the match.
+    #[arg(long)]
+    no_record: bool,
     #[command(flatten)]
     link: client_sim::link::LinkArgs,
 }
@@ -38,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         tick_rate_hz: args.tick_rate,
         lag_compensation: !args.no_lag_compensation,
+        record_dir: (!args.no_record).then(|| args.record_dir.clone()),
         dev_cert_out: Some(
             std::env::temp_dir().join(format!("rewind-demo-cert-{}.pem", std::process::id())),
         ),
@@ -106,6 +113,19 @@ async fn main() -> anyhow::Result<()> {
             g.snapshot_bytes as f64 / g.snapshots.max(1) as f64,
             g.snapshots_full
         );
+    }
+    if let Some(e) = &stats.recording_error {
+        eprintln!("the recording could not be finished: {e}");
+    }
+    if let Some(path) = &stats.recording {
+        let p = path.display();
+        println!("\n== recording ==\n{p}");
+        println!("review it (add --json to any of these):");
+        println!("  cargo run --release -p rewind-server -- verify {p}");
+        println!("  cargo run --release -p rewind-server -- review {p} summary");
+        println!("  cargo run --release -p rewind-server -- review {p} shots");
+        println!("  cargo run --release -p rewind-server -- review {p} shot 0");
+        println!("  cargo run --release -p rewind-server -- review {p} svg 0 --out shot-0.svg");
     }
     anyhow::ensure!(
         report.bots_connected == report.bots,

@@ -1,0 +1,561 @@
+//! Dispute review: what happened in a match, the list of shots, one shot explained from the
+//! file alone (re-judged by replaying the match up to it), the world at any tick, and a
+//! picture of a shot.
+
+use super::reader::Recording;
+use super::replay::{ReplayFailure, Replayer};
+use super::Membership;
+use crate::game::ShotEvent;
+use glam::Vec3;
+use rewind_shared::hitbox::{Part, Posed};
+use rewind_shared::lagcomp::interpolate;
+use rewind_shared::protocol::{PlayerId, ShotOutcome};
+use rewind_shared::sim::{PlayerState, Stance};
+use rewind_shared::Tick;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Why a question about a recording cannot be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error("there is no shot {0} (the recording holds {1})")]
+    NoShot(usize, usize),
+    #[error(transparent)]
+    Replay(#[from] ReplayFailure),
+    #[error("the replay of tick {0} did not produce the recorded shot")]
+    Lost(u32),
+}
+
+/// One player's line in the summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlayerLine {
+    pub id: u16,
+    pub name: String,
+    pub kills: u32,
+    pub deaths: u32,
+    pub shots: u32,
+    pub hits: u32,
+    pub headshots: u32,
+}
+
+/// What happened in a match.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub map: String,
+    pub tick_rate_hz: u16,
+    pub first_tick: u32,
+    pub last_tick: u32,
+    pub duration_s: f64,
+    pub players: Vec<PlayerLine>,
+    pub shots: u32,
+    pub hits: u32,
+    pub headshots: u32,
+    pub kills: u32,
+    pub rejected: u32,
+    pub lag_compensation: bool,
+    pub finished_cleanly: bool,
+    /// Where the readable part ends, if the file is damaged.
+    pub damage: Option<String>,
+    pub build_id: String,
+}
+
+/// One line per shot.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShotLine {
+    /// Index for `review shot N`.
+    pub index: usize,
+    pub tick: u32,
+    pub shooter: u16,
+    pub shooter_name: String,
+    pub seq: u32,
+    pub verdict: String,
+    pub target: Option<u16>,
+    pub part: Option<Part>,
+    pub distance_m: Option<f32>,
+}
+
+/// A player's hitboxes as the shot was judged against them.
+#[derive(Debug, Clone, Serialize)]
+pub struct RewoundPose {
+    pub id: u16,
+    pub name: String,
+    /// Feet position at the view time used.
+    pub pos: [f32; 3],
+    pub yaw: u16,
+    pub crouching: bool,
+    pub head: ([f32; 3], f32),
+    pub torso: ([f32; 3], [f32; 3], f32),
+    pub legs: ([f32; 3], [f32; 3], f32),
+    /// Where the player really was at the tick the shot was judged.
+    pub actual: [f32; 3],
+}
+
+/// Everything about one shot.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub index: usize,
+    pub tick: u32,
+    pub shooter: u16,
+    pub shooter_name: String,
+    pub seq: u32,
+    pub claimed_view: String,
+    pub estimated_view: Option<String>,
+    pub used_view: Option<String>,
+    pub clamped: bool,
+    pub rejected: Option<String>,
+    pub origin: [f32; 3],
+    pub direction: [f32; 3],
+    pub verdict: String,
+    pub target: Option<u16>,
+    pub part: Option<Part>,
+    pub distance_m: Option<f32>,
+    /// The replay judged the shot again from the file and reached the recorded verdict.
+    pub reproduced: bool,
+    pub rewound: Vec<RewoundPose>,
+    /// Map boxes (min, max), for pictures.
+    pub walls: Vec<([f32; 3], [f32; 3])>,
+}
+
+/// A player at one tick.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlayerAt {
+    pub id: u16,
+    pub name: String,
+    pub pos: [f32; 3],
+    pub yaw: u16,
+    pub pitch: i16,
+    pub crouching: bool,
+    pub dead: bool,
+    pub health: u16,
+}
+
+/// The world at one tick.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorldAt {
+    pub tick: u32,
+    /// The keyframe the replay started from.
+    pub from_keyframe: u32,
+    pub players: Vec<PlayerAt>,
+}
+
+fn names(rec: &Recording) -> BTreeMap<PlayerId, String> {
+    let mut names: BTreeMap<PlayerId, String> = rec
+        .keyframes
+        .first()
+        .map(|k| k.players.iter().map(|p| (p.id, p.name.clone())).collect())
+        .unwrap_or_default();
+    for t in &rec.ticks {
+        for m in &t.membership {
+            if let Membership::Join { id, name } = m {
+                names.insert(*id, name.clone());
+            }
+        }
+    }
+    names
+}
+
+fn verdict(outcome: &ShotOutcome) -> String {
+    match outcome {
+        ShotOutcome::Hit {
+            part: Part::Head, ..
+        } => "headshot".into(),
+        ShotOutcome::Hit { part, .. } => format!("hit ({part:?})").to_lowercase(),
+        ShotOutcome::Miss => "miss".into(),
+        ShotOutcome::Rejected(r) => format!("rejected: {r}"),
+    }
+}
+
+fn all_shots(rec: &Recording) -> impl Iterator<Item = &ShotEvent> {
+    rec.ticks.iter().flat_map(|t| &t.shots)
+}
+
+/// The match in numbers.
+pub fn summary(rec: &Recording) -> Summary {
+    let names = names(rec);
+    let mut players: BTreeMap<PlayerId, PlayerLine> = names
+        .iter()
+        .map(|(id, name)| {
+            (
+                *id,
+                PlayerLine {
+                    id: id.0,
+                    name: name.clone(),
+                    ..PlayerLine::default()
+                },
+            )
+        })
+        .collect();
+    let (mut shots, mut hits, mut headshots, mut kills, mut rejected) = (0, 0, 0, 0, 0);
+    for s in all_shots(rec) {
+        shots += 1;
+        if let Some(p) = players.get_mut(&s.shooter) {
+            p.shots += 1;
+        }
+        match s.outcome {
+            ShotOutcome::Hit {
+                target,
+                part,
+                damage,
+                health_left,
+            } => {
+                hits += 1;
+                let head = part == Part::Head;
+                headshots += u32::from(head);
+                let kill = damage > 0 && health_left == 0;
+                kills += u32::from(kill);
+                if let Some(p) = players.get_mut(&s.shooter) {
+                    p.hits += 1;
+                    p.headshots += u32::from(head);
+                    p.kills += u32::from(kill);
+                }
+                if kill {
+                    if let Some(p) = players.get_mut(&target) {
+                        p.deaths += 1;
+                    }
+                }
+            }
+            ShotOutcome::Miss => {}
+            ShotOutcome::Rejected(_) => rejected += 1,
+        }
+    }
+    let s = &rec.header.settings;
+    let first = rec.first_tick().map_or(0, |t| t.0);
+    let last = rec.last_tick().map_or(0, |t| t.0);
+    Summary {
+        map: rewind_shared::map::Map::parse(&rec.header.map_toml)
+            .map_or_else(|_| "?".into(), |m| m.name),
+        tick_rate_hz: s.tick_rate_hz,
+        first_tick: first,
+        last_tick: last,
+        duration_s: rec.ticks.len() as f64 / f64::from(s.tick_rate_hz.max(1)),
+        players: players.into_values().collect(),
+        shots,
+        hits,
+        headshots,
+        kills,
+        rejected,
+        lag_compensation: s.lag_compensation,
+        finished_cleanly: rec.footer.is_some() && rec.damage.is_none(),
+        damage: rec.damage.as_ref().map(ToString::to_string),
+        build_id: rec.header.build_id.clone(),
+    }
+}
+
+/// Every shot, in order.
+pub fn shots(rec: &Recording) -> Vec<ShotLine> {
+    let names = names(rec);
+    all_shots(rec)
+        .enumerate()
+        .map(|(index, s)| {
+            let (target, part) = match s.outcome {
+                ShotOutcome::Hit { target, part, .. } => (Some(target.0), Some(part)),
+                _ => (None, None),
+            };
+            ShotLine {
+                index,
+                tick: s.tick.0,
+                shooter: s.shooter.0,
+                shooter_name: names.get(&s.shooter).cloned().unwrap_or_default(),
+                seq: s.seq,
+                verdict: verdict(&s.outcome),
+                target,
+                part,
+                distance_m: s.distance,
+            }
+        })
+        .collect()
+}
+
+fn arr(v: Vec3) -> [f32; 3] {
+    v.to_array()
+}
+
+/// Explains shot `index`: replays the match from the nearest keyframe to the shot's tick,
+/// judges the shot again, and reports what it was judged against.
+pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError> {
+    let total = all_shots(rec).count();
+    let shot = all_shots(rec)
+        .nth(index)
+        .ok_or(ReviewError::NoShot(index, total))?
+        .clone();
+    let replayer = Replayer::new(rec)?;
+    let mut m = replayer.seek(shot.tick.minus(1))?;
+    let record = rec
+        .ticks_between(shot.tick.minus(1), shot.tick)
+        .first()
+        .ok_or(ReviewError::Lost(shot.tick.0))?;
+    let produced = m.replay_tick(record).map_err(|error| {
+        ReviewError::Replay(ReplayFailure::Replay {
+            tick: shot.tick.0,
+            error,
+        })
+    })?;
+    let again = produced
+        .shots
+        .iter()
+        .find(|s| s.shooter == shot.shooter && s.seq == shot.seq)
+        .ok_or(ReviewError::Lost(shot.tick.0))?;
+    let names = names(rec);
+    let hitboxes = *m.hitboxes();
+    let mut rewound = Vec::new();
+    if let Ok(check) = &shot.check {
+        let h = m.history();
+        let a = h.get(check.used.tick);
+        let b = if check.used.frac == 0 {
+            a
+        } else {
+            h.get(check.used.tick.next())
+        };
+        if let (Some(a), Some(b), Some(now)) = (a, b, h.get(shot.tick)) {
+            for (id, nb) in &b.players {
+                if *id == shot.shooter {
+                    continue;
+                }
+                let Some(pose) = a
+                    .player(*id)
+                    .and_then(|na| interpolate(na, nb, check.used.fraction()))
+                else {
+                    continue;
+                };
+                let posed: Posed = hitboxes.pose(pose.pos, pose.yaw, pose.stance);
+                let actual = now
+                    .player(*id)
+                    .map_or(pose.pos, |n| PlayerState::from_net(n).pos);
+                rewound.push(RewoundPose {
+                    id: id.0,
+                    name: names.get(id).cloned().unwrap_or_default(),
+                    pos: arr(pose.pos),
+                    yaw: pose.yaw,
+                    crouching: pose.stance == Stance::Crouching,
+                    head: (arr(posed.head.center), posed.head.radius),
+                    torso: (arr(posed.torso.a), arr(posed.torso.b), posed.torso.radius),
+                    legs: (arr(posed.legs.a), arr(posed.legs.b), posed.legs.radius),
+                    actual: arr(actual),
+                });
+            }
+        }
+    }
+    let (target, part) = match shot.outcome {
+        ShotOutcome::Hit { target, part, .. } => (Some(target.0), Some(part)),
+        _ => (None, None),
+    };
+    Ok(Explanation {
+        index,
+        tick: shot.tick.0,
+        shooter: shot.shooter.0,
+        shooter_name: names.get(&shot.shooter).cloned().unwrap_or_default(),
+        seq: shot.seq,
+        claimed_view: shot.shot.view.to_string(),
+        estimated_view: shot.check.as_ref().ok().map(|c| c.estimate.to_string()),
+        used_view: shot.check.as_ref().ok().map(|c| c.used.to_string()),
+        clamped: shot.check.as_ref().is_ok_and(|c| c.clamped),
+        rejected: shot.check.as_ref().err().map(ToString::to_string),
+        origin: arr(shot.ray.origin),
+        direction: arr(shot.ray.dir),
+        verdict: verdict(&shot.outcome),
+        target,
+        part,
+        distance_m: shot.distance,
+        reproduced: *again == shot,
+        rewound,
+        walls: replayer
+            .map
+            .boxes
+            .iter()
+            .map(|b| (arr(b.min), arr(b.max)))
+            .collect(),
+    })
+}
+
+/// The world right after `tick`, rebuilt from the nearest keyframe.
+pub fn world_at(rec: &Recording, tick: Tick) -> Result<WorldAt, ReviewError> {
+    let replayer = Replayer::new(rec)?;
+    let from = rec.keyframe_before(tick).map_or(0, |k| k.tick.0);
+    let m = replayer.seek(tick)?;
+    let names = names(rec);
+    let kf = m.keyframe();
+    Ok(WorldAt {
+        tick: tick.0,
+        from_keyframe: from,
+        players: kf
+            .players
+            .iter()
+            .map(|p| {
+                let s = PlayerState::from_net(&p.state);
+                PlayerAt {
+                    id: p.id.0,
+                    name: names.get(&p.id).cloned().unwrap_or_else(|| p.name.clone()),
+                    pos: arr(s.pos),
+                    yaw: s.yaw,
+                    pitch: s.pitch,
+                    crouching: s.stance == Stance::Crouching,
+                    dead: s.dead,
+                    health: p.health,
+                }
+            })
+            .collect(),
+    })
+}
+
+/// A picture of a shot: a top view and a side view along the ray, with the rewound hitboxes
+/// (solid), where the players really were at that tick (dashed), the ray and the walls.
+pub fn svg(e: &Explanation) -> String {
+    let origin = Vec3::from(e.origin);
+    let dir = Vec3::from(e.direction);
+    let length = e.distance_m.unwrap_or(30.0).max(5.0) + 3.0;
+    let end = origin + dir * length;
+    // Top view frame: around the ray and the nearby players.
+    let mut pts = vec![origin, end];
+    pts.extend(
+        e.rewound
+            .iter()
+            .filter(|p| near_ray(origin, dir, length, Vec3::from(p.pos)))
+            .map(|p| Vec3::from(p.pos)),
+    );
+    let (min, max) = pts.iter().fold(
+        (Vec3::splat(f32::MAX), Vec3::splat(f32::MIN)),
+        |(a, b), p| (a.min(*p), b.max(*p)),
+    );
+    let (min, max) = (min - Vec3::splat(3.0), max + Vec3::splat(3.0));
+    let size = (max.x - min.x).max(max.z - min.z).max(1.0);
+    let scale = 460.0 / size;
+    let tx = |x: f32| 20.0 + (x - min.x) * scale;
+    let tz = |z: f32| 20.0 + (z - min.z) * scale;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="1000" height="560" font-family="sans-serif" font-size="12">
+<rect width="1000" height="560" fill="white"/>
+<text x="20" y="14">top view (x right, z down), shot {} at tick {}: {} by {} — rewound to {}</text>
+<clipPath id="top"><rect x="20" y="20" width="460" height="460"/></clipPath><g clip-path="url(#top)">
+<rect x="20" y="20" width="460" height="460" fill="none" stroke="#ccc"/>
+"##,
+        e.index,
+        e.tick,
+        e.verdict,
+        e.shooter_name,
+        e.used_view.as_deref().unwrap_or("-")
+    );
+    for (lo, hi) in &e.walls {
+        let _ = writeln!(
+            s,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#bbb" stroke="#888"/>"##,
+            tx(lo[0]),
+            tz(lo[2]),
+            (hi[0] - lo[0]) * scale,
+            (hi[2] - lo[2]) * scale
+        );
+    }
+    for p in &e.rewound {
+        let hit = e.target == Some(p.id);
+        let color = if hit { "#d22" } else { "#27c" };
+        let (a, r) = (p.actual, p.torso.2);
+        let _ = writeln!(
+            s,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="{:.1}" fill="none" stroke="{color}" stroke-dasharray="4 3"/>"#,
+            tx(a[0]),
+            tz(a[2]),
+            r * scale
+        );
+        let _ = writeln!(
+            s,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="{:.1}" fill="{color}" fill-opacity="0.25" stroke="{color}"/><circle cx="{:.1}" cy="{:.1}" r="{:.1}" fill="{color}" fill-opacity="0.5"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            tx(p.pos[0]),
+            tz(p.pos[2]),
+            r * scale,
+            tx(p.head.0[0]),
+            tz(p.head.0[2]),
+            p.head.1 * scale,
+            tx(p.pos[0]) + r * scale + 2.0,
+            tz(p.pos[2]),
+            p.name
+        );
+    }
+    let hit_point = e.distance_m.map(|d| origin + dir * d);
+    let ray_end = hit_point.unwrap_or(end);
+    let _ = writeln!(
+        s,
+        r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="black" stroke-width="1.5"/><circle cx="{:.1}" cy="{:.1}" r="4" fill="black"/></g>"#,
+        tx(origin.x),
+        tz(origin.z),
+        tx(ray_end.x),
+        tz(ray_end.z),
+        tx(origin.x),
+        tz(origin.z)
+    );
+    // Side view: distance along the ray's horizontal direction against height.
+    let flat = Vec3::new(dir.x, 0.0, dir.z).normalize_or_zero();
+    let along = |p: Vec3| (p - origin).dot(flat);
+    let side_scale = 460.0 / length.max(1.0);
+    let sx = |d: f32| 520.0 + d * side_scale;
+    let sy = |y: f32| 380.0 - y * side_scale.min(60.0);
+    let hs = side_scale.min(60.0);
+    let _ = writeln!(
+        s,
+        r##"<text x="520" y="14">side view along the ray (height x{:.0} px/m)</text><line x1="520" y1="{:.1}" x2="980" y2="{:.1}" stroke="#888"/>"##,
+        hs,
+        sy(0.0),
+        sy(0.0)
+    );
+    for p in e
+        .rewound
+        .iter()
+        .filter(|p| near_ray(origin, dir, length, Vec3::from(p.pos)))
+    {
+        let hit = e.target == Some(p.id);
+        let color = if hit { "#d22" } else { "#27c" };
+        for (a, b, r) in [p.torso, p.legs] {
+            let (a, b) = (Vec3::from(a), Vec3::from(b));
+            let _ = writeln!(
+                s,
+                r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{color}" stroke-opacity="0.4" stroke-width="{:.1}" stroke-linecap="round"/>"#,
+                sx(along(a)),
+                sy(a.y),
+                sx(along(b)),
+                sy(b.y),
+                2.0 * r * hs
+            );
+        }
+        let head = Vec3::from(p.head.0);
+        let _ = writeln!(
+            s,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="{:.1}" fill="{color}" fill-opacity="0.5"/><text x="{:.1}" y="{:.1}">{}{}</text>"#,
+            sx(along(head)),
+            sy(head.y),
+            p.head.1 * hs,
+            sx(along(head)) + 8.0,
+            sy(head.y + 0.3),
+            p.name,
+            if p.crouching { " (crouching)" } else { "" }
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="black" stroke-width="1.5"/>"#,
+        sx(0.0),
+        sy(origin.y),
+        sx(along(ray_end)),
+        sy(ray_end.y)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="20" y="510">claimed view {} · estimate {} · used {}{} · verdict {}{} · reproduced from the file: {}</text>"#,
+        e.claimed_view,
+        e.estimated_view.as_deref().unwrap_or("-"),
+        e.used_view.as_deref().unwrap_or("-"),
+        if e.clamped { " (clamped)" } else { "" },
+        e.verdict,
+        e.distance_m
+            .map_or(String::new(), |d| format!(" at {d:.2} m")),
+        if e.reproduced { "yes" } else { "NO" }
+    );
+    s.push_str(r#"<text x="20" y="530">solid: hitboxes rewound to the view time used; dashed: where the players really were at that tick</text></svg>"#);
+    s.push('\n');
+    s
+}
+
+fn near_ray(origin: Vec3, dir: Vec3, length: f32, p: Vec3) -> bool {
+    let t = (p - origin).dot(dir).clamp(0.0, length);
+    (origin + dir * t).with_y(p.y).distance(p) < 3.0
+}

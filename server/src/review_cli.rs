@@ -1,0 +1,240 @@
+//! Text and JSON output of `rewind-server verify` and `rewind-server review`.
+
+use crate::Review;
+use anyhow::{bail, Context};
+use rewind_server::record::reader::Recording;
+use rewind_server::record::replay::Replayer;
+use rewind_server::record::review;
+use rewind_shared::Tick;
+use std::path::Path;
+
+fn open(file: &Path) -> anyhow::Result<Recording> {
+    let rec = Recording::open(file)?;
+    if let Some(d) = &rec.damage {
+        eprintln!("warning: {}: {d}", file.display());
+    }
+    Ok(rec)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// `rewind-server verify FILE`.
+pub fn verify(file: &Path, json: bool) -> anyhow::Result<()> {
+    let rec = open(file)?;
+    let replayer = Replayer::new(&rec)?;
+    if let Some(other) = &replayer.other_build {
+        eprintln!("warning: recorded by {other}; replays are exact only on the same build");
+    }
+    let started = std::time::Instant::now();
+    let result = replayer.verify()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let damage = rec.damage.as_ref().map(ToString::to_string);
+    match result {
+        Ok(v) => {
+            let match_seconds = v.ticks as f64 / f64::from(rec.header.settings.tick_rate_hz.max(1));
+            if json {
+                print_json(&serde_json::json!({
+                    "verified": true, "ticks": v.ticks, "from_tick": v.from_tick, "to_tick": v.to_tick,
+                    "shots": v.shots, "replay_seconds": seconds, "damage": damage,
+                }))?;
+            } else {
+                println!(
+                    "verified: ticks {}..={} ({} ticks, {:.1} s of play, {} shots) replayed in {:.3} s; every state hash and verdict matches",
+                    v.from_tick, v.to_tick, v.ticks, match_seconds, v.shots, seconds
+                );
+                if let Some(d) = damage {
+                    println!("only the readable part was verified: {d}");
+                }
+            }
+            Ok(())
+        }
+        Err(d) => {
+            if json {
+                print_json(&serde_json::json!({
+                    "verified": false, "tick": d.tick, "entity": d.entity.map(|p| p.0), "what": d.what,
+                }))?;
+            }
+            bail!("{d}")
+        }
+    }
+}
+
+/// `rewind-server review FILE ...`.
+pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
+    let rec = open(file)?;
+    match what {
+        Review::Summary => {
+            let s = review::summary(&rec);
+            if json {
+                return print_json(&s);
+            }
+            println!(
+                "map {}, {} Hz, ticks {}..={} ({:.1} s), lag compensation {}",
+                s.map,
+                s.tick_rate_hz,
+                s.first_tick,
+                s.last_tick,
+                s.duration_s,
+                if s.lag_compensation { "on" } else { "off" }
+            );
+            println!(
+                "{} shots, {} hits, {} headshots, {} kills, {} rejected; {}",
+                s.shots,
+                s.hits,
+                s.headshots,
+                s.kills,
+                s.rejected,
+                if s.finished_cleanly {
+                    "finished cleanly"
+                } else {
+                    "did not finish cleanly"
+                }
+            );
+            println!(
+                "{:>4}  {:<16} {:>5} {:>6} {:>5} {:>5} {:>9}",
+                "id", "name", "kills", "deaths", "shots", "hits", "headshots"
+            );
+            for p in &s.players {
+                println!(
+                    "{:>4}  {:<16} {:>5} {:>6} {:>5} {:>5} {:>9}",
+                    p.id, p.name, p.kills, p.deaths, p.shots, p.hits, p.headshots
+                );
+            }
+            Ok(())
+        }
+        Review::Shots => {
+            let shots = review::shots(&rec);
+            if json {
+                return print_json(&shots);
+            }
+            for s in &shots {
+                println!(
+                    "{:>5}  tick {:>7}  {:<12} seq {:>6}  {}{}",
+                    s.index,
+                    s.tick,
+                    s.shooter_name,
+                    s.seq,
+                    s.verdict,
+                    match (s.target, s.distance_m) {
+                        (Some(t), Some(d)) => format!(" on player {t} at {d:.2} m"),
+                        _ => String::new(),
+                    }
+                );
+            }
+            Ok(())
+        }
+        Review::Shot { index } => {
+            let e = review::explain(&rec, index)?;
+            if json {
+                return print_json(&e);
+            }
+            println!(
+                "shot {} at tick {} by {} (player {}, input {})",
+                e.index, e.tick, e.shooter_name, e.shooter, e.seq
+            );
+            println!("claimed view time   {}", e.claimed_view);
+            println!(
+                "server's estimate   {}",
+                e.estimated_view.as_deref().unwrap_or("-")
+            );
+            match (&e.used_view, &e.rejected) {
+                (Some(u), _) => println!(
+                    "judged at           {u}{}",
+                    if e.clamped {
+                        " (clamped to the window)"
+                    } else {
+                        ""
+                    }
+                ),
+                (None, Some(r)) => println!("not judged          {r}"),
+                _ => {}
+            }
+            println!(
+                "ray                 from ({:.2}, {:.2}, {:.2}) along ({:.3}, {:.3}, {:.3})",
+                e.origin[0],
+                e.origin[1],
+                e.origin[2],
+                e.direction[0],
+                e.direction[1],
+                e.direction[2]
+            );
+            println!(
+                "verdict             {}{}",
+                e.verdict,
+                match (e.target, e.part, e.distance_m) {
+                    (Some(t), Some(p), Some(d)) => format!(": player {t}, {p:?}, {d:.2} m"),
+                    _ => String::new(),
+                }
+            );
+            println!(
+                "reproduced          {}",
+                if e.reproduced {
+                    "yes: replaying the file judges it the same way"
+                } else {
+                    "NO: the replay judged it differently"
+                }
+            );
+            println!(
+                "rewound poses (feet at the view time used; where they really were at tick {}):",
+                e.tick
+            );
+            for p in &e.rewound {
+                println!(
+                    "  {:>3} {:<12} ({:7.2}, {:5.2}, {:7.2}){}  really at ({:7.2}, {:5.2}, {:7.2})",
+                    p.id,
+                    p.name,
+                    p.pos[0],
+                    p.pos[1],
+                    p.pos[2],
+                    if p.crouching { " crouching" } else { "" },
+                    p.actual[0],
+                    p.actual[1],
+                    p.actual[2]
+                );
+            }
+            Ok(())
+        }
+        Review::World { tick } => {
+            let w = review::world_at(&rec, Tick(tick))?;
+            if json {
+                return print_json(&w);
+            }
+            println!(
+                "tick {} (replayed from the keyframe at tick {})",
+                w.tick, w.from_keyframe
+            );
+            for p in &w.players {
+                println!(
+                    "  {:>3} {:<12} ({:7.2}, {:5.2}, {:7.2}) yaw {:>5} pitch {:>6} health {:>3}{}{}",
+                    p.id,
+                    p.name,
+                    p.pos[0],
+                    p.pos[1],
+                    p.pos[2],
+                    p.yaw,
+                    p.pitch,
+                    p.health,
+                    if p.crouching { " crouching" } else { "" },
+                    if p.dead { " dead" } else { "" }
+                );
+            }
+            Ok(())
+        }
+        Review::Svg { index, out } => {
+            let e = review::explain(&rec, index)?;
+            let out = out.unwrap_or_else(|| format!("shot-{index}.svg").into());
+            std::fs::write(&out, review::svg(&e))
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            if json {
+                return print_json(
+                    &serde_json::json!({ "svg": out, "shot": e.index, "verdict": e.verdict }),
+                );
+            }
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+    }
+}
