@@ -7,6 +7,17 @@ use rewind_shared::protocol::{buttons, InputBatch, InputCmd, PlayerId, MAX_DATAG
 use rewind_shared::Tick;
 use std::sync::Arc;
 
+/// A match on the shipped arena map with room for `players`, nobody in it yet.
+pub fn empty_match(players: usize) -> Match {
+    let map = Arc::new(Map::load_named(&default_assets_dir(), "arena").expect("arena map"));
+    let hitboxes = Hitboxes::load(&default_assets_dir()).expect("hitboxes");
+    let config = MatchConfig {
+        max_players: players.max(1),
+        ..MatchConfig::default()
+    };
+    Match::new(config, map, hitboxes)
+}
+
 /// A match on the shipped arena map with `players` joined.
 pub fn match_with(players: usize) -> (Match, Vec<PlayerId>) {
     let map = Arc::new(Map::load_named(&default_assets_dir(), "arena").expect("arena map"));

@@ -74,7 +74,7 @@ pub struct ServerConfig {
     pub stateless_retry: bool,
     /// Folder the match recording is written to; none disables recording. Default `recordings`.
     pub record_dir: Option<PathBuf>,
-    /// Seconds between keyframes in the recording. Default 10: a seek replays at most this much.
+    /// Seconds between keyframes in the recording. Default 5: a seek replays at most this much.
     pub keyframe_secs: u32,
 }
 
@@ -107,7 +107,7 @@ impl Default for ServerConfig {
             datagram_buffer: 16 * 1024,
             stateless_retry: true,
             record_dir: Some(PathBuf::from("recordings")),
-            keyframe_secs: 10,
+            keyframe_secs: 5,
         }
     }
 }

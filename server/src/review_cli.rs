@@ -118,10 +118,8 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                     s.shooter_name,
                     s.seq,
                     s.verdict,
-                    match (s.target, s.distance_m) {
-                        (Some(t), Some(d)) => format!(" on player {t} at {d:.2} m"),
-                        _ => String::new(),
-                    }
+                    s.target
+                        .map_or(String::new(), |t| format!(" on player {t}"))
                 );
             }
             Ok(())

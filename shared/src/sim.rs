@@ -220,7 +220,9 @@ pub fn step(state: &PlayerState, input: &InputCmd, map: &Map, dt: f32) -> Player
 }
 
 /// Moves `pos` by `d` along `axis` (0 = x, 2 = z), stopping at the first wall, and snaps the
-/// result to the grid on the side away from any wall it touched.
+/// result to the grid on the side away from any wall it touched. Inlined so that `axis` is a
+/// constant and the per-box component lookups compile to plain field reads.
+#[inline(always)]
 fn slide(map: &Map, pos: Vec3, stance: Stance, axis: usize, d: f32) -> Vec3 {
     if d == 0.0 {
         return pos;

@@ -5,8 +5,8 @@
 //! frame   = length (u32 LE, of kind + payload) · CRC-32 (u32 LE, of kind + payload) · kind (u8) · payload
 //! kind    = 1 header · 2 ticks · 3 keyframe · 4 footer
 //! payload = header, footer: the codec's encoding of `Header` / `Footer`
-//!           ticks, keyframe: LZ4 block (u32 LE decompressed size, then the block) of the
-//!           codec's encoding of `Vec<TickRecord>` / `Keyframe`
+//!           ticks, keyframe: raw DEFLATE (RFC 1951) of the codec's encoding of
+//!           `Vec<TickRecord>` / `Keyframe`
 //! ```
 //!
 //! The first frame is the header; tick frames hold consecutive ticks (one frame per flush);
@@ -74,21 +74,30 @@ pub fn preamble() -> [u8; PREAMBLE] {
     p
 }
 
-fn compress(bytes: &[u8]) -> Vec<u8> {
-    lz4_flex::block::compress_prepend_size(bytes)
+fn compress(bytes: &[u8]) -> Result<Vec<u8>, FrameError> {
+    use std::io::Write;
+    let mut z = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(bytes.len() / 3),
+        flate2::Compression::new(6),
+    );
+    z.write_all(bytes)
+        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    z.finish().map_err(|e| FrameError::Encode(e.to_string()))
 }
 
 fn decompress(payload: &[u8]) -> Result<Vec<u8>, FrameError> {
-    let size = payload
-        .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or_else(|| FrameError::Decode("compressed block without its size".into()))?;
-    if size > MAX_DECOMPRESSED {
-        return Err(FrameError::Decode(format!(
-            "decompressed size {size} is over the limit"
-        )));
+    use std::io::Read;
+    let mut out = Vec::with_capacity(payload.len() * 4);
+    flate2::read::DeflateDecoder::new(payload)
+        .take(MAX_DECOMPRESSED as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| FrameError::Decode(format!("compressed block: {e}")))?;
+    if out.len() > MAX_DECOMPRESSED {
+        return Err(FrameError::Decode(
+            "decompressed block is over the limit".into(),
+        ));
     }
-    lz4_flex::block::decompress(&payload[4..], size).map_err(|e| FrameError::Decode(e.to_string()))
+    Ok(out)
 }
 
 /// Appends one frame to `out`.
@@ -96,8 +105,8 @@ pub fn encode_frame(frame: &Frame, out: &mut Vec<u8>) -> Result<(), FrameError> 
     let encode = |r: Result<Vec<u8>, CodecError>| r.map_err(|e| FrameError::Encode(e.to_string()));
     let (kind, payload) = match frame {
         Frame::Header(h) => (KIND_HEADER, encode(codec::encode(h))?),
-        Frame::Ticks(t) => (KIND_TICKS, compress(&encode(codec::encode(t))?)),
-        Frame::Keyframe(k) => (KIND_KEYFRAME, compress(&encode(codec::encode(k))?)),
+        Frame::Ticks(t) => (KIND_TICKS, compress(&encode(codec::encode(t))?)?),
+        Frame::Keyframe(k) => (KIND_KEYFRAME, compress(&encode(codec::encode(k))?)?),
         Frame::Footer(f) => (KIND_FOOTER, encode(codec::encode(f))?),
     };
     let len = payload.len() + 1;
@@ -212,7 +221,7 @@ mod tests {
     fn hostile_sizes_are_refused_before_allocating() {
         let mut bytes = vec![0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, KIND_TICKS];
         assert_eq!(decode_frame(&bytes), Err(FrameError::TooLarge(0x7fff_ffff)));
-        // A valid checksum around a block that claims 4 GiB decompressed.
+        // A valid checksum around a block that is not DEFLATE at all.
         let payload = [0xff, 0xff, 0xff, 0xff, 0x00];
         let mut body = vec![KIND_TICKS];
         body.extend_from_slice(&payload);

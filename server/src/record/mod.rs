@@ -16,7 +16,7 @@ pub mod writer;
 
 use crate::game::{MatchConfig, ShotEvent};
 use crate::lagcomp::RewindPolicy;
-use rewind_shared::protocol::{InputCmd, PlayerId};
+use rewind_shared::protocol::{InputCmd, PlayerId, Shot, ViewTime};
 use rewind_shared::sim::NetPlayer;
 use rewind_shared::snapshot::WorldSnapshot;
 use rewind_shared::{Tick, TickRate};
@@ -30,16 +30,86 @@ pub enum Membership {
     Leave { id: PlayerId },
 }
 
-/// An input as the match applied it.
+/// An input as the match applied it, stored relative to the tick it was applied in so that
+/// consecutive records repeat themselves and compress well: sequence and ticks as offsets,
+/// angles as fixed two-byte fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedInput {
     pub player: PlayerId,
-    pub cmd: InputCmd,
-    /// The tick the input first reached the server.
-    pub arrived: Tick,
+    /// `seq - tick` of the tick it was applied in.
+    pub seq_offset: i64,
+    /// `cmd.tick - tick`, wrapping.
+    pub tick_offset: i32,
+    pub move_fwd: i8,
+    pub move_right: i8,
+    pub yaw: [u8; 2],
+    pub pitch: [u8; 2],
+    pub buttons: u8,
+    /// A shot: view time as ticks before the applied tick plus the fraction, and the aim.
+    pub shot: Option<(u32, u16, [u8; 2], [u8; 2])>,
+    /// How many ticks before the tick it was applied in the input first reached the server.
+    pub arrived_ago: u32,
     /// The shooter's RTT in microseconds, recorded with inputs that carry a shot (it decides
     /// the server's estimate of the view time).
     pub rtt_us: Option<u32>,
+}
+
+impl AppliedInput {
+    /// The record of `cmd`, applied at `tick`.
+    pub fn new(
+        player: PlayerId,
+        cmd: &InputCmd,
+        tick: Tick,
+        arrived: Tick,
+        rtt_us: Option<u32>,
+    ) -> AppliedInput {
+        AppliedInput {
+            player,
+            seq_offset: i64::from(cmd.seq) - i64::from(tick.0),
+            tick_offset: cmd.tick.since(tick),
+            move_fwd: cmd.move_fwd,
+            move_right: cmd.move_right,
+            yaw: cmd.yaw.to_le_bytes(),
+            pitch: cmd.pitch.to_le_bytes(),
+            buttons: cmd.buttons,
+            shot: cmd.shot.map(|s| {
+                (
+                    tick.since(s.view.tick) as u32,
+                    s.view.frac,
+                    s.yaw.to_le_bytes(),
+                    s.pitch.to_le_bytes(),
+                )
+            }),
+            arrived_ago: tick.since(arrived).max(0) as u32,
+            rtt_us,
+        }
+    }
+
+    /// The input as it was sent, given the tick it was applied in.
+    pub fn cmd(&self, tick: Tick) -> InputCmd {
+        InputCmd {
+            seq: (i64::from(tick.0) + self.seq_offset) as u32,
+            tick: Tick(tick.0.wrapping_add(self.tick_offset as u32)),
+            move_fwd: self.move_fwd,
+            move_right: self.move_right,
+            yaw: u16::from_le_bytes(self.yaw),
+            pitch: i16::from_le_bytes(self.pitch),
+            buttons: self.buttons,
+            shot: self.shot.map(|(ago, frac, yaw, pitch)| Shot {
+                view: ViewTime {
+                    tick: tick.minus(ago),
+                    frac,
+                },
+                yaw: u16::from_le_bytes(yaw),
+                pitch: i16::from_le_bytes(pitch),
+            }),
+        }
+    }
+
+    /// The tick it first reached the server.
+    pub fn arrived(&self, tick: Tick) -> Tick {
+        tick.minus(self.arrived_ago)
+    }
 }
 
 /// An input the match refused, and why.
@@ -50,6 +120,26 @@ pub struct RejectedInput {
     pub reason: String,
 }
 
+/// A shot's verdict. The full explanation (ray, view times, distance) is rebuilt by replaying
+/// the match to that tick, so the file keeps only what proves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShotVerdict {
+    pub shooter: PlayerId,
+    /// The input that carried the shot.
+    pub seq: u32,
+    pub outcome: rewind_shared::protocol::ShotOutcome,
+}
+
+impl From<&ShotEvent> for ShotVerdict {
+    fn from(e: &ShotEvent) -> Self {
+        ShotVerdict {
+            shooter: e.shooter,
+            seq: e.seq,
+            outcome: e.outcome,
+        }
+    }
+}
+
 /// Everything that happened in one tick, and the hash of the state it left.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TickRecord {
@@ -58,7 +148,7 @@ pub struct TickRecord {
     /// In the order they were applied (ascending player id, then sequence).
     pub inputs: Vec<AppliedInput>,
     pub rejected: Vec<RejectedInput>,
-    pub shots: Vec<ShotEvent>,
+    pub shots: Vec<ShotVerdict>,
     pub respawns: Vec<PlayerId>,
     /// [`crate::game::Match::state_hash`] after the tick.
     pub hash: u64,
@@ -201,4 +291,36 @@ pub fn build_id() -> String {
         env!("CARGO_PKG_VERSION"),
         h.digest()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rewind_shared::protocol::buttons;
+
+    #[test]
+    fn applied_inputs_round_trip_through_their_compact_form_across_the_wrap() {
+        for tick in [Tick(5), Tick(1_000_000), Tick(u32::MAX - 2)] {
+            let cmd = InputCmd {
+                seq: 77,
+                tick: tick.plus(3),
+                move_fwd: -127,
+                move_right: 64,
+                yaw: 65_000,
+                pitch: -16_000,
+                buttons: buttons::CROUCH,
+                shot: Some(Shot {
+                    view: ViewTime {
+                        tick: tick.minus(9),
+                        frac: 123,
+                    },
+                    yaw: 7,
+                    pitch: -7,
+                }),
+            };
+            let a = AppliedInput::new(PlayerId(3), &cmd, tick, tick.minus(2), Some(100_000));
+            assert_eq!(a.cmd(tick), cmd);
+            assert_eq!(a.arrived(tick), tick.minus(2));
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! itself; a divergence names the tick and, where it can, the player.
 
 use super::reader::Recording;
-use super::{build_id, Keyframe};
+use super::{build_id, Keyframe, ShotVerdict};
 use crate::game::{Match, MatchConfig, ReplayError};
 use rewind_shared::hitbox::Hitboxes;
 use rewind_shared::map::Map;
@@ -124,12 +124,13 @@ impl<'a> Replayer<'a> {
                 })?;
             ticks += 1;
             shots += produced.shots.len() as u64;
+            let verdicts = produced.shots.iter().map(ShotVerdict::from);
             let what = if produced.hash != recorded.hash {
                 Some(format!(
                     "state hash {:016x}, recorded {:016x}",
                     produced.hash, recorded.hash
                 ))
-            } else if produced.shots != recorded.shots {
+            } else if !verdicts.eq(recorded.shots.iter().copied()) {
                 Some("a shot's verdict differs from the recorded one".to_string())
             } else {
                 None

@@ -5,7 +5,7 @@
 use super::reader::Recording;
 use super::replay::{ReplayFailure, Replayer};
 use super::Membership;
-use crate::game::ShotEvent;
+use super::ShotVerdict;
 use glam::Vec3;
 use rewind_shared::hitbox::{Part, Posed};
 use rewind_shared::lagcomp::interpolate;
@@ -72,7 +72,6 @@ pub struct ShotLine {
     pub verdict: String,
     pub target: Option<u16>,
     pub part: Option<Part>,
-    pub distance_m: Option<f32>,
 }
 
 /// A player's hitboxes as the shot was judged against them.
@@ -166,8 +165,11 @@ fn verdict(outcome: &ShotOutcome) -> String {
     }
 }
 
-fn all_shots(rec: &Recording) -> impl Iterator<Item = &ShotEvent> {
-    rec.ticks.iter().flat_map(|t| &t.shots)
+/// Every shot verdict with its tick, in order.
+fn all_shots(rec: &Recording) -> impl Iterator<Item = (Tick, &ShotVerdict)> {
+    rec.ticks
+        .iter()
+        .flat_map(|t| t.shots.iter().map(move |s| (t.tick, s)))
 }
 
 /// The match in numbers.
@@ -187,7 +189,7 @@ pub fn summary(rec: &Recording) -> Summary {
         })
         .collect();
     let (mut shots, mut hits, mut headshots, mut kills, mut rejected) = (0, 0, 0, 0, 0);
-    for s in all_shots(rec) {
+    for (_, s) in all_shots(rec) {
         shots += 1;
         if let Some(p) = players.get_mut(&s.shooter) {
             p.shots += 1;
@@ -247,21 +249,20 @@ pub fn shots(rec: &Recording) -> Vec<ShotLine> {
     let names = names(rec);
     all_shots(rec)
         .enumerate()
-        .map(|(index, s)| {
+        .map(|(index, (tick, s))| {
             let (target, part) = match s.outcome {
                 ShotOutcome::Hit { target, part, .. } => (Some(target.0), Some(part)),
                 _ => (None, None),
             };
             ShotLine {
                 index,
-                tick: s.tick.0,
+                tick: tick.0,
                 shooter: s.shooter.0,
                 shooter_name: names.get(&s.shooter).cloned().unwrap_or_default(),
                 seq: s.seq,
                 verdict: verdict(&s.outcome),
                 target,
                 part,
-                distance_m: s.distance,
             }
         })
         .collect()
@@ -275,27 +276,28 @@ fn arr(v: Vec3) -> [f32; 3] {
 /// judges the shot again, and reports what it was judged against.
 pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError> {
     let total = all_shots(rec).count();
-    let shot = all_shots(rec)
+    let (tick, recorded) = all_shots(rec)
         .nth(index)
-        .ok_or(ReviewError::NoShot(index, total))?
-        .clone();
+        .ok_or(ReviewError::NoShot(index, total))?;
+    let recorded = *recorded;
     let replayer = Replayer::new(rec)?;
-    let mut m = replayer.seek(shot.tick.minus(1))?;
+    let mut m = replayer.seek(tick.minus(1))?;
     let record = rec
-        .ticks_between(shot.tick.minus(1), shot.tick)
+        .ticks_between(tick.minus(1), tick)
         .first()
-        .ok_or(ReviewError::Lost(shot.tick.0))?;
-    let produced = m.replay_tick(record).map_err(|error| {
+        .ok_or(ReviewError::Lost(tick.0))?;
+    let replayed = m.replay_tick(record).map_err(|error| {
         ReviewError::Replay(ReplayFailure::Replay {
-            tick: shot.tick.0,
+            tick: tick.0,
             error,
         })
     })?;
-    let again = produced
+    // The explanation comes from judging the shot again; the file holds the verdict to check.
+    let shot = replayed
         .shots
-        .iter()
-        .find(|s| s.shooter == shot.shooter && s.seq == shot.seq)
-        .ok_or(ReviewError::Lost(shot.tick.0))?;
+        .into_iter()
+        .find(|s| s.shooter == recorded.shooter && s.seq == recorded.seq)
+        .ok_or(ReviewError::Lost(tick.0))?;
     let names = names(rec);
     let hitboxes = *m.hitboxes();
     let mut rewound = Vec::new();
@@ -357,7 +359,7 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
         target,
         part,
         distance_m: shot.distance,
-        reproduced: *again == shot,
+        reproduced: shot.outcome == recorded.outcome,
         rewound,
         walls: replayer
             .map
