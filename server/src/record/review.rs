@@ -429,7 +429,7 @@ pub fn svg(e: &Explanation) -> String {
         s,
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="1000" height="560" font-family="sans-serif" font-size="12">
 <rect width="1000" height="560" fill="white"/>
-<text x="20" y="14">top view (x right, z down), shot {} at tick {}: {} by {} — rewound to {}</text>
+<text x="20" y="14">top view (x right, z down) · shot {} at tick {}: {} by {} (black dot), rewound to {}</text>
 <clipPath id="top"><rect x="20" y="20" width="460" height="460"/></clipPath><g clip-path="url(#top)">
 <rect x="20" y="20" width="460" height="460" fill="none" stroke="#ccc"/>
 "##,
@@ -495,7 +495,7 @@ pub fn svg(e: &Explanation) -> String {
     let hs = side_scale.min(60.0);
     let _ = writeln!(
         s,
-        r##"<text x="520" y="14">side view along the ray (height x{:.0} px/m)</text><line x1="520" y1="{:.1}" x2="980" y2="{:.1}" stroke="#888"/>"##,
+        r##"<text x="520" y="36">side view along the ray (height x{:.0} px/m)</text><line x1="520" y1="{:.1}" x2="980" y2="{:.1}" stroke="#888"/>"##,
         hs,
         sy(0.0),
         sy(0.0)
