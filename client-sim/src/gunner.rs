@@ -143,15 +143,10 @@ impl Gunner {
             return;
         };
         let server: Verdict = match r.outcome {
-            ShotOutcome::Hit {
-                target,
-                part,
-                damage,
-                health_left,
-            } => {
+            ShotOutcome::Hit { target, part, .. } => {
                 self.stats.hits += 1;
                 self.stats.headshots += u64::from(part == Part::Head);
-                self.stats.kills += u64::from(damage > 0 && health_left == 0);
+                self.stats.kills += u64::from(r.outcome.is_kill());
                 Some((target, part))
             }
             ShotOutcome::Miss => None,

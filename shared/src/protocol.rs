@@ -101,6 +101,13 @@ pub enum ShotOutcome {
     Rejected(RejectReason),
 }
 
+impl ShotOutcome {
+    /// The shot killed its target (a hit on an already dead target deals no damage).
+    pub fn is_kill(&self) -> bool {
+        matches!(self, ShotOutcome::Hit { damage, health_left: 0, .. } if *damage > 0)
+    }
+}
+
 /// Why a shot was not judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum RejectReason {

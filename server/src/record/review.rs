@@ -195,16 +195,11 @@ pub fn summary(rec: &Recording) -> Summary {
             p.shots += 1;
         }
         match s.outcome {
-            ShotOutcome::Hit {
-                target,
-                part,
-                damage,
-                health_left,
-            } => {
+            ShotOutcome::Hit { target, part, .. } => {
                 hits += 1;
                 let head = part == Part::Head;
                 headshots += u32::from(head);
-                let kill = damage > 0 && health_left == 0;
+                let kill = s.outcome.is_kill();
                 kills += u32::from(kill);
                 if let Some(p) = players.get_mut(&s.shooter) {
                     p.hits += 1;
