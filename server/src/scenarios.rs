@@ -18,18 +18,17 @@ use std::time::Duration;
 
 const RTT: Duration = Duration::from_millis(150);
 
-fn field(wall: bool) -> Arc<Map> {
+fn field_toml(wall: bool) -> String {
     let wall = if wall {
         "[[box]]\nmin = [9, 0, -6]\nmax = [10, 3, 6]\n"
     } else {
         ""
     };
-    Arc::new(
-        Map::parse(&format!(
-            "name = \"field\"\nbounds = {{ min = [-40, 0, -40], max = [40, 10, 40] }}\n{wall}[[spawn]]\npos = [0, 0, 0]\n"
-        ))
-        .unwrap(),
-    )
+    format!("name = \"field\"\nbounds = {{ min = [-40, 0, -40], max = [40, 10, 40] }}\n{wall}[[spawn]]\npos = [0, 0, 0]\n")
+}
+
+fn field(wall: bool) -> Arc<Map> {
+    Arc::new(Map::parse(&field_toml(wall)).unwrap())
 }
 
 struct Scene {
@@ -581,4 +580,83 @@ fn a_trade_in_the_same_tick_kills_both_whatever_their_order() {
     );
     assert!(s.m.state(s.shooter).unwrap().dead && s.m.state(s.target).unwrap().dead);
     assert_eq!(s.m.stats().kills, 2);
+}
+
+#[test]
+fn a_recorded_headshot_is_explained_from_the_file_alone() {
+    use crate::record::reader::Recording;
+    use crate::record::replay::Replayer;
+    use crate::record::writer::{Recorder, RecorderConfig};
+    use crate::record::{self, review, Header, RecordedSettings};
+
+    let dir = std::env::temp_dir().join(format!("rewind-scenario-{}", std::process::id()));
+    let mut s = Scene::new(MatchConfig::default(), false);
+    s.strafe(1, 0);
+    // The joins and placements are in the keyframe taken now.
+    s.m.outbox().records.clear();
+    let header = Header {
+        format_version: record::format::FORMAT_VERSION,
+        protocol_version: rewind_shared::protocol::PROTOCOL_VERSION,
+        protocol_hash: record::protocol_hash(),
+        build_id: record::build_id(),
+        map_toml: field_toml(false),
+        hitboxes_toml: std::fs::read_to_string(default_assets_dir().join("hitboxes.toml")).unwrap(),
+        settings: RecordedSettings::of(s.m.config()),
+        seed: 0,
+        started_unix_ms: 0,
+    };
+    let recorder = Recorder::create(&RecorderConfig::new(&dir), "headshot", &header).unwrap();
+    assert!(recorder.keyframe(s.m.keyframe()));
+    s.strafe(40, 0);
+    let (view, head) = s.screen();
+    let (outcome, _, _) = s.fire(view, head);
+    assert!(
+        matches!(
+            outcome,
+            ShotOutcome::Hit {
+                part: Part::Head,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    s.strafe(10, 0);
+    for r in s.m.outbox().records.drain(..) {
+        assert!(recorder.tick(r));
+    }
+    let path = recorder.finish().unwrap();
+
+    // From here on only the file is used.
+    let rec = Recording::open(&path).unwrap();
+    assert!(Replayer::new(&rec).unwrap().verify().unwrap().is_ok());
+    let line = review::shots(&rec)
+        .into_iter()
+        .find(|l| l.verdict == "headshot")
+        .expect("the headshot is listed");
+    let e = review::explain(&rec, line.index).unwrap();
+    assert!(e.reproduced, "the replay judges it a headshot again");
+    assert_eq!(
+        (e.verdict.as_str(), e.target, e.part),
+        ("headshot", Some(s.target.0), Some(Part::Head))
+    );
+    assert_eq!(e.claimed_view, view.to_string());
+    assert_eq!(
+        e.used_view.as_deref(),
+        Some(view.to_string().as_str()),
+        "judged at the claimed view time"
+    );
+    let target = e
+        .rewound
+        .iter()
+        .find(|p| p.id == s.target.0)
+        .expect("the target's rewound pose");
+    assert!(
+        Vec3::from(target.head.0).distance(head) < 1e-4,
+        "rewound head where the shooter saw it"
+    );
+    assert!(
+        Vec3::from(target.actual).distance(Vec3::from(target.pos)) > 0.9,
+        "the target had moved on"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
