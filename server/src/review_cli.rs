@@ -8,6 +8,26 @@ use rewind_server::record::review;
 use rewind_shared::Tick;
 use std::path::Path;
 
+/// Prints a line to stdout; a reader that went away (`| head`) ends the program quietly
+/// instead of making `println!` panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))
+    };
+}
+
+fn emit(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn open(file: &Path) -> anyhow::Result<Recording> {
     let rec = Recording::open(file)?;
     if let Some(d) = &rec.damage {
@@ -17,7 +37,7 @@ fn open(file: &Path) -> anyhow::Result<Recording> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
+    say!("{}", serde_json::to_string(value)?);
     Ok(())
 }
 
@@ -41,12 +61,12 @@ pub fn verify(file: &Path, json: bool) -> anyhow::Result<()> {
                     "shots": v.shots, "replay_seconds": seconds, "damage": damage,
                 }))?;
             } else {
-                println!(
+                say!(
                     "verified: ticks {}..={} ({} ticks, {:.1} s of play, {} shots) replayed in {:.3} s; every state hash and verdict matches",
                     v.from_tick, v.to_tick, v.ticks, match_seconds, v.shots, seconds
                 );
                 if let Some(d) = damage {
-                    println!("only the readable part was verified: {d}");
+                    say!("only the readable part was verified: {d}");
                 }
             }
             Ok(())
@@ -71,7 +91,7 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
             if json {
                 return print_json(&s);
             }
-            println!(
+            say!(
                 "map {}, {} Hz, ticks {}..={} ({:.1} s), lag compensation {}",
                 s.map,
                 s.tick_rate_hz,
@@ -80,7 +100,7 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                 s.duration_s,
                 if s.lag_compensation { "on" } else { "off" }
             );
-            println!(
+            say!(
                 "{} shots, {} hits, {} headshots, {} kills, {} rejected; {}",
                 s.shots,
                 s.hits,
@@ -93,14 +113,26 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                     "did not finish cleanly"
                 }
             );
-            println!(
+            say!(
                 "{:>4}  {:<16} {:>5} {:>6} {:>5} {:>5} {:>9}",
-                "id", "name", "kills", "deaths", "shots", "hits", "headshots"
+                "id",
+                "name",
+                "kills",
+                "deaths",
+                "shots",
+                "hits",
+                "headshots"
             );
             for p in &s.players {
-                println!(
+                say!(
                     "{:>4}  {:<16} {:>5} {:>6} {:>5} {:>5} {:>9}",
-                    p.id, p.name, p.kills, p.deaths, p.shots, p.hits, p.headshots
+                    p.id,
+                    p.name,
+                    p.kills,
+                    p.deaths,
+                    p.shots,
+                    p.hits,
+                    p.headshots
                 );
             }
             Ok(())
@@ -111,7 +143,7 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                 return print_json(&shots);
             }
             for s in &shots {
-                println!(
+                say!(
                     "{:>5}  tick {:>7}  {:<12} seq {:>6}  {}{}",
                     s.index,
                     s.tick,
@@ -129,17 +161,21 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
             if json {
                 return print_json(&e);
             }
-            println!(
+            say!(
                 "shot {} at tick {} by {} (player {}, input {})",
-                e.index, e.tick, e.shooter_name, e.shooter, e.seq
+                e.index,
+                e.tick,
+                e.shooter_name,
+                e.shooter,
+                e.seq
             );
-            println!("claimed view time   {}", e.claimed_view);
-            println!(
+            say!("claimed view time   {}", e.claimed_view);
+            say!(
                 "server's estimate   {}",
                 e.estimated_view.as_deref().unwrap_or("-")
             );
             match (&e.used_view, &e.rejected) {
-                (Some(u), _) => println!(
+                (Some(u), _) => say!(
                     "judged at           {u}{}",
                     if e.clamped {
                         " (clamped to the window)"
@@ -147,10 +183,10 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                         ""
                     }
                 ),
-                (None, Some(r)) => println!("not judged          {r}"),
+                (None, Some(r)) => say!("not judged          {r}"),
                 _ => {}
             }
-            println!(
+            say!(
                 "ray                 from ({:.2}, {:.2}, {:.2}) along ({:.3}, {:.3}, {:.3})",
                 e.origin[0],
                 e.origin[1],
@@ -159,7 +195,7 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                 e.direction[1],
                 e.direction[2]
             );
-            println!(
+            say!(
                 "verdict             {}{}",
                 e.verdict,
                 match (e.target, e.part, e.distance_m) {
@@ -167,7 +203,7 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                     _ => String::new(),
                 }
             );
-            println!(
+            say!(
                 "reproduced          {}",
                 if e.reproduced {
                     "yes: replaying the file judges it the same way"
@@ -175,12 +211,12 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                     "NO: the replay judged it differently"
                 }
             );
-            println!(
+            say!(
                 "rewound poses (feet at the view time used; where they really were at tick {}):",
                 e.tick
             );
             for p in &e.rewound {
-                println!(
+                say!(
                     "  {:>3} {:<12} ({:7.2}, {:5.2}, {:7.2}){}  really at ({:7.2}, {:5.2}, {:7.2})",
                     p.id,
                     p.name,
@@ -200,12 +236,13 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
             if json {
                 return print_json(&w);
             }
-            println!(
+            say!(
                 "tick {} (replayed from the keyframe at tick {})",
-                w.tick, w.from_keyframe
+                w.tick,
+                w.from_keyframe
             );
             for p in &w.players {
-                println!(
+                say!(
                     "  {:>3} {:<12} ({:7.2}, {:5.2}, {:7.2}) yaw {:>5} pitch {:>6} health {:>3}{}{}",
                     p.id,
                     p.name,
@@ -231,7 +268,7 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                     &serde_json::json!({ "svg": out, "shot": e.index, "verdict": e.verdict }),
                 );
             }
-            println!("wrote {}", out.display());
+            say!("wrote {}", out.display());
             Ok(())
         }
     }
