@@ -74,27 +74,24 @@ impl Scene {
                 seq: self.seq,
                 ..InputCmd::default()
             };
-            self.m
-                .receive(
-                    self.target,
-                    &InputBatch {
-                        ack: None,
-                        inputs: vec![target],
-                    },
-                )
-                .unwrap();
-            self.m
-                .receive(
-                    self.shooter,
-                    &InputBatch {
-                        ack: None,
-                        inputs: vec![idle],
-                    },
-                )
-                .unwrap();
+            self.send(self.target, target);
+            self.send(self.shooter, idle);
             self.m.tick_once();
             self.drain();
         }
+    }
+
+    /// Delivers one input datagram carrying `cmd` from player `id`.
+    fn send(&mut self, id: PlayerId, cmd: InputCmd) {
+        self.m
+            .receive(
+                id,
+                &InputBatch {
+                    ack: None,
+                    inputs: vec![cmd],
+                },
+            )
+            .unwrap();
     }
 
     fn drain(&mut self) -> (Vec<(PlayerId, ServerControl)>, Vec<GameEvent>) {
@@ -166,24 +163,8 @@ impl Scene {
             yaw: 32_768,
             ..InputCmd::default()
         };
-        self.m
-            .receive(
-                self.shooter,
-                &InputBatch {
-                    ack: None,
-                    inputs: vec![cmd],
-                },
-            )
-            .unwrap();
-        self.m
-            .receive(
-                self.target,
-                &InputBatch {
-                    ack: None,
-                    inputs: vec![idle],
-                },
-            )
-            .unwrap();
+        self.send(self.shooter, cmd);
+        self.send(self.target, idle);
         self.m.tick_once();
         let (control, events) = self.drain();
         let outcome = events
@@ -518,14 +499,7 @@ fn a_trade_in_the_same_tick_kills_both_whatever_their_order() {
                 seq: s.seq,
                 ..InputCmd::default()
             };
-            s.m.receive(
-                id,
-                &InputBatch {
-                    ack: None,
-                    inputs: vec![idle],
-                },
-            )
-            .unwrap();
+            s.send(id, idle);
         }
         s.m.tick_once();
         s.drain();
@@ -548,14 +522,7 @@ fn a_trade_in_the_same_tick_kills_both_whatever_their_order() {
             shot: Some(Shot { view, yaw, pitch }),
             ..InputCmd::default()
         };
-        s.m.receive(
-            me,
-            &InputBatch {
-                ack: None,
-                inputs: vec![cmd],
-            },
-        )
-        .unwrap();
+        s.send(me, cmd);
     }
     s.m.tick_once();
     let (_, events) = s.drain();
