@@ -694,7 +694,8 @@ impl Match {
         }
     }
 
-    /// A match resumed from a keyframe (for replay).
+    /// A match resumed from a keyframe (for replay). A keyframe read from a file is not
+    /// trusted: players are put in id order, duplicates dropped and the count bounded.
     pub fn restore(
         config: MatchConfig,
         map: Arc<Map>,
@@ -723,6 +724,9 @@ impl Match {
                 max_datagram: MAX_DATAGRAM,
             })
             .collect();
+        m.players.sort_by_key(|p| p.id);
+        m.players.dedup_by_key(|p| p.id);
+        m.players.truncate(m.config.max_players);
         for w in &keyframe.history {
             m.history.record(w.tick, w.players.iter().copied());
         }

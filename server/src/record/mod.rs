@@ -88,7 +88,7 @@ impl AppliedInput {
     /// The input as it was sent, given the tick it was applied in.
     pub fn cmd(&self, tick: Tick) -> InputCmd {
         InputCmd {
-            seq: (i64::from(tick.0) + self.seq_offset) as u32,
+            seq: i64::from(tick.0).wrapping_add(self.seq_offset) as u32,
             tick: Tick(tick.0.wrapping_add(self.tick_offset as u32)),
             move_fwd: self.move_fwd,
             move_right: self.move_right,
