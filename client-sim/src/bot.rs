@@ -120,17 +120,13 @@ async fn play(
     report: &mut BotReport,
 ) -> Result<(), String> {
     let cfg = ctx.cfg;
-    let bind = if cfg.server.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
+    // A local port on the server's address family; loopback stays on loopback.
+    let ip: std::net::IpAddr = match cfg.server.ip() {
+        ip if ip.is_loopback() => ip,
+        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
     };
-    let bind = if cfg.server.ip().is_loopback() && cfg.server.is_ipv4() {
-        "127.0.0.1:0"
-    } else {
-        bind
-    };
-    let bind = bind.parse().map_err(|e| format!("{e}"))?;
+    let bind = std::net::SocketAddr::new(ip, 0);
     let conditioned = match cfg.link {
         Some(link) => Some(
             ConditionedSocket::bind(bind, link, cfg.seed ^ ((ctx.index as u64) << 8))
