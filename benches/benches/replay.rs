@@ -11,7 +11,7 @@ use rewind_benches::empty_match;
 use rewind_server::record::reader::Recording;
 use rewind_server::record::replay::Replayer;
 use rewind_server::record::writer::{Recorder, RecorderConfig};
-use rewind_server::record::{self, Header, RecordedSettings};
+use rewind_server::record::Header;
 use rewind_shared::map::default_assets_dir;
 use rewind_shared::protocol::{InputBatch, PlayerId, Shot, ViewTime};
 use rewind_shared::sim::{aim, PlayerState};
@@ -36,17 +36,12 @@ fn main() {
     let keyframe_every = 5 * hz;
     let assets = default_assets_dir();
     let read = |p: std::path::PathBuf| std::fs::read_to_string(p).expect("asset");
-    let header = Header {
-        format_version: record::format::FORMAT_VERSION,
-        protocol_version: rewind_shared::protocol::PROTOCOL_VERSION,
-        protocol_hash: record::protocol_hash(),
-        build_id: record::build_id(),
-        map_toml: read(assets.join("maps/arena.toml")),
-        hitboxes_toml: read(assets.join("hitboxes.toml")),
-        settings: RecordedSettings::of(m.config()),
-        seed: 0,
-        started_unix_ms: 0,
-    };
+    let header = Header::new(
+        read(assets.join("maps/arena.toml")),
+        read(assets.join("hitboxes.toml")),
+        m.config(),
+        0,
+    );
     // Big enough that nothing is dropped while the match runs flat out.
     let config = RecorderConfig {
         queue: 1 << 20,

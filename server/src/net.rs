@@ -11,7 +11,7 @@ use crate::config::{ConfigError, ServerConfig};
 use crate::game::{GameEvent, InputError, JoinError, Match, MatchStats};
 use crate::quic::{self, FrameError, TlsError, TransportSettings};
 use crate::record::writer::{RecordError, Recorder, RecorderConfig};
-use crate::record::{self, Header, RecordedSettings};
+use crate::record::Header;
 use crate::schedule::{Lateness, Schedule};
 use crate::stats::{Counters, ServerStats};
 use rewind_shared::codec;
@@ -144,17 +144,12 @@ impl Server {
                 let started = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
-                let header = Header {
-                    format_version: record::format::FORMAT_VERSION,
-                    protocol_version: rewind_shared::protocol::PROTOCOL_VERSION,
-                    protocol_hash: record::protocol_hash(),
-                    build_id: record::build_id(),
+                let header = Header::new(
                     map_toml,
                     hitboxes_toml,
-                    settings: RecordedSettings::of(&match_config),
-                    seed: 0,
-                    started_unix_ms: started.as_millis() as u64,
-                };
+                    &match_config,
+                    started.as_millis() as u64,
+                );
                 let name = format!("match-{}-{}", started.as_millis(), std::process::id());
                 Some(Recorder::create(&RecorderConfig::new(dir), &name, &header)?)
             }

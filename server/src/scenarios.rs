@@ -554,24 +554,16 @@ fn a_recorded_headshot_is_explained_from_the_file_alone() {
     use crate::record::reader::Recording;
     use crate::record::replay::Replayer;
     use crate::record::writer::{Recorder, RecorderConfig};
-    use crate::record::{self, review, Header, RecordedSettings};
+    use crate::record::{review, Header};
 
     let dir = std::env::temp_dir().join(format!("rewind-scenario-{}", std::process::id()));
     let mut s = Scene::new(MatchConfig::default(), false);
     s.strafe(1, 0);
     // The joins and placements are in the keyframe taken now.
     s.m.outbox().records.clear();
-    let header = Header {
-        format_version: record::format::FORMAT_VERSION,
-        protocol_version: rewind_shared::protocol::PROTOCOL_VERSION,
-        protocol_hash: record::protocol_hash(),
-        build_id: record::build_id(),
-        map_toml: field_toml(false),
-        hitboxes_toml: std::fs::read_to_string(default_assets_dir().join("hitboxes.toml")).unwrap(),
-        settings: RecordedSettings::of(s.m.config()),
-        seed: 0,
-        started_unix_ms: 0,
-    };
+    let hitboxes_toml =
+        std::fs::read_to_string(default_assets_dir().join("hitboxes.toml")).unwrap();
+    let header = Header::new(field_toml(false), hitboxes_toml, s.m.config(), 0);
     let recorder = Recorder::create(&RecorderConfig::new(&dir), "headshot", &header).unwrap();
     assert!(recorder.keyframe(s.m.keyframe()));
     s.strafe(40, 0);

@@ -254,6 +254,28 @@ pub struct Header {
     pub started_unix_ms: u64,
 }
 
+impl Header {
+    /// The header this build writes for a match with these assets and settings.
+    pub fn new(
+        map_toml: String,
+        hitboxes_toml: String,
+        config: &MatchConfig,
+        started_unix_ms: u64,
+    ) -> Header {
+        Header {
+            format_version: format::FORMAT_VERSION,
+            protocol_version: rewind_shared::protocol::PROTOCOL_VERSION,
+            protocol_hash: protocol_hash(),
+            build_id: build_id(),
+            map_toml,
+            hitboxes_toml,
+            settings: RecordedSettings::of(config),
+            seed: 0,
+            started_unix_ms,
+        }
+    }
+}
+
 /// Written last by a clean finish.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Footer {

@@ -215,23 +215,18 @@ mod tests {
     use crate::game::MatchConfig;
     use crate::record::format::{encode_frame, preamble};
     use crate::record::replay::Replayer;
-    use crate::record::{AppliedInput, Keyframe, Membership, RecordedSettings, TickRecord};
+    use crate::record::{AppliedInput, Keyframe, Membership, TickRecord};
     use rewind_shared::map::default_assets_dir;
     use rewind_shared::protocol::{InputCmd, PlayerId};
 
     fn file(rng: &mut impl FnMut() -> u64) -> Vec<u8> {
         let read = |p: &str| std::fs::read_to_string(default_assets_dir().join(p)).unwrap();
-        let header = Header {
-            format_version: FORMAT_VERSION,
-            protocol_version: 1,
-            protocol_hash: 0,
-            build_id: "test".into(),
-            map_toml: read("maps/arena.toml"),
-            hitboxes_toml: read("hitboxes.toml"),
-            settings: RecordedSettings::of(&MatchConfig::default()),
-            seed: 0,
-            started_unix_ms: 0,
-        };
+        let header = Header::new(
+            read("maps/arena.toml"),
+            read("hitboxes.toml"),
+            &MatchConfig::default(),
+            0,
+        );
         let mut bytes = preamble().to_vec();
         encode_frame(&Frame::Header(header), &mut bytes).unwrap();
         let kf = Keyframe {
