@@ -8,10 +8,10 @@
 use client_sim::behaviour::Wanderer;
 use glam::Vec3;
 use rewind_benches::empty_match;
-use rewind_server::record::reader::Recording;
-use rewind_server::record::replay::Replayer;
-use rewind_server::record::writer::{Recorder, RecorderConfig};
-use rewind_server::record::Header;
+use rewind_record::reader::Recording;
+use rewind_record::replay::Replayer;
+use rewind_record::writer::{Recorder, RecorderConfig};
+use rewind_record::Header;
 use rewind_shared::map::default_assets_dir;
 use rewind_shared::protocol::{InputBatch, PlayerId, Shot, ViewTime};
 use rewind_shared::sim::{aim, PlayerState};
@@ -40,6 +40,7 @@ fn main() {
         read(assets.join("maps/arena.toml")),
         read(assets.join("hitboxes.toml")),
         m.config(),
+        1,
         0,
     );
     // Big enough that nothing is dropped while the match runs flat out.
@@ -54,10 +55,9 @@ fn main() {
         .map(|i| {
             m.join(&format!("bot{i}"), rewind_shared::protocol::MAX_DATAGRAM)
                 .expect("join")
-                .player_id
         })
         .collect();
-    m.outbox().control.clear();
+    while m.poll_control().is_some() {}
     let mut bots: Vec<Wanderer> = (0..PLAYERS).map(|i| Wanderer::new(i as u64 + 1)).collect();
     let mut next_shot = [0u32; PLAYERS];
     let mut seq = 0u32;
@@ -93,7 +93,7 @@ fn main() {
                     );
                     let (yaw, pitch) = aim(eye, *p + jitter);
                     let view = ViewTime {
-                        tick: m.tick(),
+                        tick: m.current_tick(),
                         frac: (rng >> 16) as u16,
                     }
                     .offset(-8.0);
@@ -105,18 +105,17 @@ fn main() {
             m.receive(
                 *id,
                 &InputBatch {
-                    ack: Some(m.tick()),
+                    ack: Some(m.current_tick()),
                     inputs: vec![cmd],
                 },
             )
             .expect("valid input");
         }
-        m.tick_once();
-        let out = m.outbox();
-        out.datagrams.clear();
-        out.control.clear();
-        out.events.clear();
-        for r in out.records.drain(..) {
+        m.tick();
+        while m.poll_datagram().is_some() || m.poll_control().is_some() || m.poll_event().is_some()
+        {
+        }
+        while let Some(r) = m.poll_record() {
             assert!(recorder.tick(r), "recorder queue full");
         }
         if t % keyframe_every == 0 {
@@ -155,7 +154,7 @@ fn main() {
         let s = Instant::now();
         let m = replayer.seek(tick).expect("seek");
         seeks.push(s.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(m.tick(), tick);
+        assert_eq!(m.current_tick(), tick);
     }
     seeks.sort_by(f64::total_cmp);
     let shots: usize = rec.ticks.iter().map(|t| t.shots.len()).sum();

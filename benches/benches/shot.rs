@@ -5,8 +5,8 @@
 //! Run: `cargo bench -p rewind-benches --bench shot`
 
 use glam::Vec3;
-use rewind_server::history::History;
-use rewind_server::lagcomp::rewind_and_trace;
+use rewind_match::history::History;
+use rewind_match::lagcomp::rewind_and_trace;
 use rewind_shared::hitbox::{Hitboxes, Ray};
 use rewind_shared::lagcomp::judge;
 use rewind_shared::map::{default_assets_dir, Map};

@@ -1,6 +1,6 @@
 //! Shared set-up for Rewind's benchmarks.
 
-use rewind_server::game::{Match, MatchConfig};
+use rewind_match::{Match, MatchConfig};
 use rewind_shared::hitbox::Hitboxes;
 use rewind_shared::map::{default_assets_dir, Map};
 use rewind_shared::protocol::{buttons, InputBatch, InputCmd, PlayerId, MAX_DATAGRAM};
@@ -28,11 +28,7 @@ pub fn match_with(players: usize) -> (Match, Vec<PlayerId>) {
     let hitboxes = Hitboxes::load(&default_assets_dir()).expect("hitboxes");
     let mut m = Match::new(config, map, hitboxes);
     let ids = (0..players)
-        .map(|i| {
-            m.join(&format!("bot{i}"), MAX_DATAGRAM)
-                .expect("join")
-                .player_id
-        })
+        .map(|i| m.join(&format!("bot{i}"), MAX_DATAGRAM).expect("join"))
         .collect();
     (m, ids)
 }

@@ -6,16 +6,16 @@ use crate::gunner::{Gunner, ShotStats};
 use crate::link::{ConditionedSocket, LinkStats};
 use crate::view::{Predictor, SnapshotBuffer, SnapshotClock};
 use crate::{Live, SimConfig};
-use rewind_server::quic;
 use rewind_shared::codec;
 use rewind_shared::hitbox::Hitboxes;
 use rewind_shared::map::Map;
 use rewind_shared::protocol::{
     ClientControl, ClientDatagram, CloseCode, Hello, InputBatch, InputCmd, PlayerId, ServerControl,
-    ServerDatagram, Welcome, INPUT_REDUNDANCY, PROTOCOL_VERSION,
+    ServerDatagram, StatsReport, Welcome, INPUT_REDUNDANCY, PROTOCOL_VERSION,
 };
 use rewind_shared::sim::{self, PlayerState};
 use rewind_shared::Tick;
+use rewind_transport as transport;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -35,6 +35,11 @@ const RTT_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 pub struct BotReport {
     pub name: String,
     pub player_id: Option<u16>,
+    /// The match the server put the bot in.
+    pub match_id: Option<u32>,
+    /// Statistics messages received, and the last one.
+    pub stats_received: u64,
+    pub last_stats: Option<StatsReport>,
     /// Joined the match (got a welcome).
     pub connected: bool,
     /// Why the bot could not join or was cut off, if it was.
@@ -92,17 +97,11 @@ pub(crate) async fn run(
 }
 
 fn describe(e: &quinn::ConnectionError) -> String {
-    match e {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            let code = u32::try_from(c.error_code.into_inner())
-                .ok()
-                .and_then(CloseCode::from_u32);
-            format!(
-                "closed by server ({code:?}): {}",
-                String::from_utf8_lossy(&c.reason)
-            )
+    match (e, transport::close_reason(e)) {
+        (quinn::ConnectionError::ApplicationClosed(_), (code, reason)) => {
+            format!("closed by server ({code:?}): {reason}")
         }
-        other => other.to_string(),
+        (_, (_, reason)) => reason,
     }
 }
 
@@ -152,10 +151,7 @@ async fn play(
     report.bytes_up = stats.udp_tx.bytes;
     report.bytes_down = stats.udp_rx.bytes;
     report.link = conditioned.map(|s| s.stats());
-    conn.close(
-        quinn::VarInt::from_u32(CloseCode::Normal as u32),
-        b"bot done",
-    );
+    transport::close(&conn, CloseCode::Normal, "bot done");
     let _ = timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
     result
 }
@@ -172,12 +168,12 @@ async fn session(
         name: report.name.clone(),
         token: cfg.token.clone(),
     };
-    quic::write_message(&mut send, &hello)
+    transport::write_message(&mut send, &hello)
         .await
         .map_err(|e| e.to_string())?;
     let first = timeout(
         cfg.connect_timeout,
-        quic::read_message::<ServerControl>(&mut recv),
+        transport::read_message::<ServerControl>(&mut recv),
     )
     .await;
     let welcome = match first {
@@ -193,10 +189,11 @@ async fn session(
     let map = cfg.map(&welcome.map)?;
     report.connected = true;
     report.player_id = Some(welcome.player_id.0);
+    report.match_id = Some(welcome.match_id);
     live.connected.fetch_add(1, Relaxed);
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ServerControl>(256);
     let reader = tokio::spawn(async move {
-        while let Ok(Some(msg)) = quic::read_message::<ServerControl>(&mut recv).await {
+        while let Ok(Some(msg)) = transport::read_message::<ServerControl>(&mut recv).await {
             if ctl_tx.send(msg).await.is_err() {
                 break;
             }
@@ -208,7 +205,7 @@ async fn session(
     live.connected.fetch_sub(1, Relaxed);
     reader.abort();
     if result.is_ok() {
-        let _ = quic::write_message(&mut send, &ClientControl::Leave).await;
+        let _ = transport::write_message(&mut send, &ClientControl::Leave).await;
         let _ = send.finish();
     }
     result
@@ -266,6 +263,10 @@ async fn game_loop(
                     }
                 }
                 ServerControl::Kill { .. } => {}
+                ServerControl::Stats(stats) => {
+                    report.stats_received += 1;
+                    report.last_stats = Some(stats);
+                }
             },
             datagram = conn.read_datagram() => {
                 let bytes = datagram.map_err(|e| describe(&e))?;

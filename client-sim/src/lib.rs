@@ -14,9 +14,9 @@ pub use bot::BotReport;
 pub use link::LinkConditions;
 pub use report::Report;
 
-use rewind_server::quic::{self, TlsError, TransportSettings};
 use rewind_shared::hitbox::{HitboxError, Hitboxes};
 use rewind_shared::map::{self, Map};
+use rewind_transport::{self as transport, TlsError, TransportSettings};
 use rustls::pki_types::CertificateDer;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -148,7 +148,7 @@ pub async fn run(cfg: SimConfig) -> Result<Report, SimError> {
     if cfg.bots == 0 {
         return Err(SimError::NoBots);
     }
-    let client = quic::client_config(&cfg.trusted, &TransportSettings::default())?;
+    let client = transport::client_config(&cfg.trusted, &TransportSettings::default())?;
     let hitboxes = Arc::new(Hitboxes::load(&cfg.assets)?);
     let cfg = Arc::new(cfg);
     let live = Arc::new(Live::default());

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use client_sim::SimConfig;
-use rewind_server::quic;
+use rewind_transport as transport;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -57,7 +57,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     client_sim::init_tracing();
     let args = Args::parse();
-    let trusted = quic::load_trusted(&args.cert).with_context(|| {
+    let trusted = transport::load_trusted(&args.cert).with_context(|| {
         "cannot load the server certificate (start the server first, or pass --cert)"
     })?;
     let mut cfg = SimConfig::new(args.server, trusted);

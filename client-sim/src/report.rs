@@ -42,6 +42,12 @@ pub struct Report {
     pub hit_agreement: Option<f64>,
     /// The link conditioner, if one was used.
     pub link: Option<crate::link::LinkConditions>,
+    /// Bots per match, by the match id the server gave them.
+    pub bots_per_match: BTreeMap<u32, usize>,
+    /// The server's statistics messages the bots received, and the newest tick p99 any of
+    /// them reported (microseconds).
+    pub server_stats_received: u64,
+    pub server_tick_p99_us: Option<u32>,
     /// Distinct errors, with how many bots had each.
     pub errors: Vec<(String, usize)>,
     pub per_bot: Vec<BotReport>,
@@ -120,6 +126,18 @@ impl Report {
                 (judged > 0).then(|| agreed as f64 / judged as f64)
             },
             link,
+            bots_per_match: connected.iter().filter_map(|b| b.match_id).fold(
+                BTreeMap::new(),
+                |mut all, m| {
+                    *all.entry(m).or_default() += 1;
+                    all
+                },
+            ),
+            server_stats_received: bots.iter().map(|b| b.stats_received).sum(),
+            server_tick_p99_us: bots
+                .iter()
+                .filter_map(|b| b.last_stats.as_ref().map(|s| s.tick_p99_us))
+                .max(),
             errors,
             per_bot: bots.to_vec(),
         }
@@ -133,6 +151,14 @@ impl fmt::Display for Report {
             "bots connected      {}/{}",
             self.bots_connected, self.bots
         )?;
+        if self.bots_per_match.len() > 1 {
+            let spread: Vec<String> = self
+                .bots_per_match
+                .iter()
+                .map(|(m, n)| format!("match {m}: {n}"))
+                .collect();
+            writeln!(f, "matches             {}", spread.join(", "))?;
+        }
         writeln!(
             f,
             "rtt p50 / p99       {:.2} / {:.2} ms",
@@ -173,6 +199,13 @@ impl fmt::Display for Report {
                 .map(|(r, n)| format!("{r} {n}"))
                 .collect();
             writeln!(f, "rejected shots      {}", reasons.join(", "))?;
+        }
+        if let Some(p99) = self.server_tick_p99_us {
+            writeln!(
+                f,
+                "server said         tick p99 {p99} us (in {} statistics messages)",
+                self.server_stats_received
+            )?;
         }
         if self.snapshot_errors > 0 {
             writeln!(f, "snapshot errors     {}", self.snapshot_errors)?;

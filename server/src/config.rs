@@ -2,8 +2,8 @@
 //! (`rewind-server --config server.toml`) and overridable by flags. `docs/configuration.md`
 //! lists the same settings for operators.
 
-use crate::game::MatchConfig;
-use crate::lagcomp::{RewindPolicy, MAX_WINDOW};
+use rewind_match::lagcomp::{RewindPolicy, MAX_WINDOW};
+use rewind_match::MatchConfig;
 use rewind_shared::hitbox::Hitboxes;
 use rewind_shared::map::{self, Map};
 use rewind_shared::TickRate;
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Everything a server needs to run one match.
+/// Everything a server needs to host its matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -22,8 +22,28 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Simulation and snapshot rate, 10 to 128 Hz. Default 64.
     pub tick_rate_hz: u16,
-    /// Most players at once. Default 64.
-    pub max_players: usize,
+    /// Players per match, 1 to 1024. Default 64. (Also accepted as `max_players`.)
+    #[serde(alias = "max_players")]
+    pub match_size: usize,
+    /// Most matches this process runs at once, 1 to 4096. Default 1: one open match, as a
+    /// single-match server. Players are put in the oldest match with a free seat; a new match
+    /// opens when every running one is full (or closed to joins) and fewer than this run.
+    pub max_matches: usize,
+    /// A new match waits this long for players before it starts, unless it fills first, ms.
+    /// Default 0 (starts at once). Before it starts a match already ticks (players can move
+    /// and shoot: a warm-up) but its length is not counted yet.
+    pub start_wait_ms: u64,
+    /// A match ends this long after it starts, seconds; 0 for no limit (the default). Its
+    /// players are told (close code 8) and its recording is finished.
+    pub match_length_s: u64,
+    /// Players may join a match after it has started, while it has a free seat. Default true;
+    /// false closes a match to newcomers once it starts (they get a new match).
+    pub late_join: bool,
+    /// A match ends as soon as its last player leaves. Default true; false keeps an empty
+    /// match ticking (and recording) until shutdown or its length.
+    pub end_when_empty: bool,
+    /// How often every player gets a statistics message, ms; 0 sends none. Default 1000.
+    pub stats_interval_ms: u64,
     /// Map to load from `<assets>/maps/<map>.toml`. Default `arena`.
     pub map: String,
     /// Assets folder. Default: this checkout's `assets/`, else `./assets`.
@@ -60,8 +80,12 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// Time allowed for each handshake step (QUIC handshake, control stream, hello), ms. Default 3000.
     pub handshake_timeout_ms: u64,
-    /// Bound of the queue from connections to the tick loop. Default 4096 messages; inputs
-    /// that find it full are dropped (they are repeated in the next datagrams anyway).
+    /// Input datagrams waiting per connection for its match's next tick. Default 8 (eight
+    /// ticks of an honest client): a full slot drops that connection's oldest datagram, so a
+    /// flooding peer only ever loses its own inputs (they are repeated in later datagrams).
+    pub input_slot: usize,
+    /// Joins and leaves waiting per match for its next tick. Default 256; a joining connection
+    /// waits for room, nothing is dropped.
     pub command_queue: usize,
     /// Reliable messages queued per connection. Default 256; a client that falls further
     /// behind is disconnected as too slow.
@@ -84,7 +108,13 @@ impl Default for ServerConfig {
         ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 4433)),
             tick_rate_hz: m.tick_rate.hz(),
-            max_players: m.max_players,
+            match_size: m.max_players,
+            max_matches: 1,
+            start_wait_ms: 0,
+            match_length_s: 0,
+            late_join: true,
+            end_when_empty: true,
+            stats_interval_ms: 1000,
             map: "arena".into(),
             assets: None,
             cert: None,
@@ -102,7 +132,8 @@ impl Default for ServerConfig {
             keep_alive_ms: 1000,
             idle_timeout_ms: 5000,
             handshake_timeout_ms: 3000,
-            command_queue: 4096,
+            input_slot: 8,
+            command_queue: 256,
             control_queue: 256,
             datagram_buffer: 16 * 1024,
             stateless_retry: true,
@@ -161,8 +192,28 @@ impl ServerConfig {
             }
         };
         check(
-            (1..=1024).contains(&self.max_players),
-            "max_players",
+            (1..=1024).contains(&self.match_size),
+            "match_size",
+            "1 to 1024",
+        )?;
+        check(
+            (1..=4096).contains(&self.max_matches),
+            "max_matches",
+            "1 to 4096",
+        )?;
+        check(
+            self.start_wait_ms <= 3_600_000,
+            "start_wait_ms",
+            "at most 3600000 (an hour)",
+        )?;
+        check(
+            self.match_length_s <= 86_400,
+            "match_length_s",
+            "at most 86400 (a day)",
+        )?;
+        check(
+            (1..=1024).contains(&self.input_slot),
+            "input_slot",
             "1 to 1024",
         )?;
         check(
@@ -219,7 +270,7 @@ impl ServerConfig {
         }
         Ok(MatchConfig {
             tick_rate,
-            max_players: self.max_players,
+            max_players: self.match_size,
             input_buffer: self.input_buffer,
             snapshot_history: self.snapshot_history,
             rewind: RewindPolicy {
@@ -260,6 +311,11 @@ impl ServerConfig {
         Ok(Hitboxes::load(&self.assets_dir())?)
     }
 
+    /// Where recordings go, if the matches are recorded.
+    pub fn record_dir(&self) -> Option<&Path> {
+        self.record_dir.as_deref()
+    }
+
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
     }
@@ -281,8 +337,20 @@ mod tests {
         assert_eq!(d.match_config().unwrap().tick_rate.hz(), 64);
         let c: ServerConfig = toml::from_str("tick_rate_hz = 128\nmax_players = 10").unwrap();
         assert_eq!(
-            (c.tick_rate_hz, c.max_players, c.map.as_str()),
+            (c.tick_rate_hz, c.match_size, c.map.as_str()),
             (128, 10, "arena")
+        );
+        let c: ServerConfig = toml::from_str("match_size = 4\nmax_matches = 3").unwrap();
+        assert_eq!((c.match_size, c.max_matches), (4, 3));
+        assert_eq!(
+            (
+                d.max_matches,
+                d.late_join,
+                d.end_when_empty,
+                d.start_wait_ms
+            ),
+            (1, true, true, 0),
+            "one open match by default"
         );
         assert!(
             toml::from_str::<ServerConfig>("tick_rate = 128").is_err(),

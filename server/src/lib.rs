@@ -1,23 +1,24 @@
-//! Rewind's authoritative server.
+//! Rewind's authoritative server: the async shell around the match core.
 //!
-//! - [`game`]: the sans-IO match core (world, inputs, snapshots). No clock, no sockets.
-//! - [`net`]: the async shell: quinn endpoint, connection tasks and the fixed-rate tick loop.
+//! - [`net`]: the quinn endpoint and the connection tasks; [`Server`] is the entry point.
+//! - [`host`]: many matches in one process; seats players, opens and ends matches.
+//! - [`game_loop`]: one match's fixed-rate tick loop around a [`rewind_match::Match`].
+//! - [`session`]: each connection's own bounded input slot.
 //! - [`config`]: the typed server configuration, from a TOML file and flags.
-//! - [`quic`]: certificates, transport settings and control-stream framing (the bots use it too).
 //! - [`schedule`]: the tick loop's absolute-deadline schedule (testable without a clock).
-//! - [`stats`]: lock-free server counters.
+//! - [`stats`]: lock-free counters and tick-time histograms.
+//!
+//! The match core ([`rewind_match`]), the recordings ([`rewind_record`]) and the QUIC set-up
+//! ([`rewind_transport`]) are crates of their own beside this one.
 
 pub mod config;
-pub mod game;
-pub mod history;
-pub mod lagcomp;
+pub mod game_loop;
+pub mod host;
 pub mod net;
-pub mod quic;
-pub mod record;
-#[cfg(test)]
-mod scenarios;
 pub mod schedule;
+pub mod session;
 pub mod stats;
 
 pub use config::ServerConfig;
+pub use host::{EndReason, MatchReport};
 pub use net::{Server, ServerError, ServerReport};

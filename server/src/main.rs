@@ -1,4 +1,5 @@
-//! `rewind-server`: runs one authoritative match until Ctrl-C.
+//! `rewind-server`: hosts authoritative matches until Ctrl-C; also verifies and reviews
+//! recordings.
 
 mod review_cli;
 
@@ -11,7 +12,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Rewind: an authoritative, lag-compensating game server over QUIC.
 ///
-/// Without a subcommand it runs a match until Ctrl-C. Settings come from the defaults, then
+/// Without a subcommand it hosts matches until Ctrl-C: players are seated in matches of
+/// `--match-size` as they join, up to `--matches` at once. Settings come from the defaults, then
 /// `--config FILE` (TOML, see docs/configuration.md), then the flags below.
 #[derive(Parser, Debug)]
 #[command(version, args_conflicts_with_subcommands = true)]
@@ -77,9 +79,24 @@ struct Args {
     /// Ticks per second, 10 to 128 [default: 64].
     #[arg(long)]
     tick_rate: Option<u16>,
-    /// Most players at once [default: 64].
+    /// Players per match [default: 64].
+    #[arg(long, alias = "max-players")]
+    match_size: Option<usize>,
+    /// Most matches at once; a new one opens when every running match is full [default: 1].
     #[arg(long)]
-    max_players: Option<usize>,
+    matches: Option<usize>,
+    /// A new match waits this long for players before it starts, unless it fills [default: 0].
+    #[arg(long)]
+    start_wait_ms: Option<u64>,
+    /// A match ends this many seconds after it starts; 0 for no limit [default: 0].
+    #[arg(long)]
+    match_length: Option<u64>,
+    /// Close a match to newcomers once it has started.
+    #[arg(long)]
+    no_late_join: bool,
+    /// Keep a match running when its last player leaves.
+    #[arg(long)]
+    keep_empty: bool,
     /// Map name, loaded from <assets>/maps/<map>.toml [default: arena].
     #[arg(long)]
     map: Option<String>,
@@ -126,11 +143,18 @@ impl Args {
                 $(if let Some(v) = &self.$field { c.$target = v.clone().into(); })*
             };
         }
-        set!(bind => bind, tick_rate => tick_rate_hz, max_players => max_players, map => map);
+        set!(bind => bind, tick_rate => tick_rate_hz, match_size => match_size, map => map);
+        set!(matches => max_matches, start_wait_ms => start_wait_ms, match_length => match_length_s);
         set!(assets => assets, cert => cert, key => key, dev_cert_out => dev_cert_out, join_token => join_token);
         set!(rewind_window_ms => rewind_window_ms);
         if self.no_lag_compensation {
             c.lag_compensation = false;
+        }
+        if self.no_late_join {
+            c.late_join = false;
+        }
+        if self.keep_empty {
+            c.end_when_empty = false;
         }
         if let Some(dir) = &self.record_dir {
             c.record_dir = Some(dir.clone());
@@ -177,22 +201,15 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot listen for Ctrl-C")?;
     eprintln!("shutting down");
     let report = server.shutdown().await;
-    let s = report.server;
-    if let Some(path) = &report.recording {
+    eprint!("{report}");
+    for e in report.recording_errors() {
+        eprintln!("recording failed: {e}");
+    }
+    if let Some(path) = report.recordings().next() {
         eprintln!(
-            "recording: {}\nreview it with:\n  cargo run --release -p rewind-server -- review {} summary",
-            path.display(),
+            "review a recording with:\n  cargo run --release -p rewind-server -- review {} summary",
             path.display()
         );
     }
-    eprintln!(
-        "ticks {} (overruns {}, mean {:.1} us, max {:.1} us), connections {}, peer errors {}",
-        s.ticks,
-        s.tick_overruns,
-        s.mean_tick_us(),
-        s.tick_max_ns as f64 / 1000.0,
-        s.connections,
-        s.peer_errors
-    );
     Ok(())
 }

@@ -1,32 +1,30 @@
-//! The async shell around the match core: a quinn endpoint, one task per connection and one
-//! fixed-rate tick loop that owns the [`Match`].
+//! The async shell around the matches: a quinn endpoint, one task per connection, and the
+//! [`Host`] that seats players in matches, each with its own tick loop
+//! ([`crate::game_loop`]).
 //!
-//! Connection tasks decode what the peer sends and hand it to the tick loop through one
-//! bounded queue; the tick loop applies it, ticks, and hands datagrams straight to quinn
-//! (non-blocking) and reliable messages to each connection's bounded queue. The tick loop
-//! never awaits network I/O: a full queue drops inputs (they are repeated) or disconnects a
-//! client too slow for reliable messages.
+//! A connection task does the handshake, gets a seat from the host, joins its match through
+//! the match's small membership queue, and then only moves bytes: it decodes input datagrams
+//! into its own bounded [`InputSlot`] and writes the match's reliable messages to the control
+//! stream. It never touches a match. The tick loops never await network I/O.
 
 use crate::config::{ConfigError, ServerConfig};
-use crate::game::{GameEvent, InputError, JoinError, Match, MatchStats};
-use crate::quic::{self, FrameError, TlsError, TransportSettings};
-use crate::record::writer::{RecordError, Recorder, RecorderConfig};
-use crate::record::Header;
-use crate::schedule::{Lateness, Schedule};
-use crate::stats::{Counters, ServerStats};
+use crate::game_loop::{Command, Joined, Refused};
+use crate::host::{AssignError, Blueprint, Host, MatchReport, Recording, Rules};
+use crate::session::InputSlot;
+use crate::stats::{Counters, ServerStats, TickTimes};
+use rewind_match::{JoinError, MatchStats};
 use rewind_shared::codec;
 use rewind_shared::protocol::{
-    ClientControl, ClientDatagram, CloseCode, Hello, InputBatch, PlayerId, ServerControl, Welcome,
-    MAX_DATAGRAM, MAX_TOKEN_BYTES, PROTOCOL_VERSION,
+    ClientControl, ClientDatagram, CloseCode, Hello, ServerControl, MAX_DATAGRAM, MAX_TOKEN_BYTES,
+    PROTOCOL_VERSION,
 };
+use rewind_transport::{self as transport, close, FrameError, TlsError, TransportSettings};
 use rustls::pki_types::CertificateDer;
-use slotmap::SlotMap;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -42,48 +40,70 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot start the match recording: {0}")]
-    Record(#[from] RecordError),
-}
-
-slotmap::new_key_type! {
-    /// A connection's place in the tick loop; stale after the player leaves.
-    struct SessionKey;
-}
-
-enum Command {
-    Join {
-        name: String,
-        max_datagram: usize,
-        conn: quinn::Connection,
-        control: mpsc::Sender<ServerControl>,
-        reply: oneshot::Sender<Result<(SessionKey, Welcome), JoinError>>,
-    },
-    Inputs {
-        session: SessionKey,
-        batch: InputBatch,
-    },
-    Leave {
-        session: SessionKey,
+    #[error("cannot create the recordings folder {dir}: {source}")]
+    RecordDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
     },
 }
 
-struct Session {
-    player: PlayerId,
-    conn: quinn::Connection,
-    control: mpsc::Sender<ServerControl>,
-}
-
-/// What a finished server did.
+/// What a finished server did: its counters, every match it hosted, and all their ticks.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ServerReport {
     pub server: ServerStats,
-    #[serde(rename = "match")]
+    /// Matches hosted since the start (all of them, up to the last 1024 reports).
+    pub matches_hosted: u64,
+    /// Tick times of every match, merged.
+    pub ticks: TickTimes,
+    /// Every match's counters, summed.
+    #[serde(rename = "match_totals")]
     pub game: MatchStats,
-    /// The finished recording, if the match was recorded.
-    pub recording: Option<std::path::PathBuf>,
-    /// Why the recording could not be finished, if it could not.
-    pub recording_error: Option<String>,
+    /// One report per match, in the order they ended.
+    pub matches: Vec<MatchReport>,
+}
+
+impl ServerReport {
+    /// The finished recordings, one per recorded match.
+    pub fn recordings(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.matches.iter().filter_map(|m| m.recording.as_deref())
+    }
+
+    /// Why recordings could not be made or finished, one line per match that failed.
+    pub fn recording_errors(&self) -> impl Iterator<Item = String> + '_ {
+        self.matches.iter().filter_map(|m| {
+            m.recording_error
+                .as_ref()
+                .map(|e| format!("match {}: {e}", m.id))
+        })
+    }
+}
+
+impl std::fmt::Display for ServerReport {
+    /// Per match and per process: tick times, overruns, players, recordings.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for m in &self.matches {
+            writeln!(
+                f,
+                "match {:>3}  {:>7.1} s  ended: {:<8}  players {:>3} peak, {:>3} joined  ticks: {}",
+                m.id,
+                m.seconds,
+                format!("{:?}", m.ended).to_lowercase(),
+                m.peak_players,
+                m.game.joins,
+                m.ticks
+            )?;
+            if let Some(p) = &m.recording {
+                writeln!(f, "           recording {}", p.display())?;
+            }
+        }
+        let s = &self.server;
+        writeln!(
+            f,
+            "server     {} matches, {} connections, {} peer errors, {} joins refused, {} input datagrams dropped (slot full)",
+            self.matches_hosted, s.connections, s.peer_errors, s.joins_refused, s.input_datagrams_dropped
+        )?;
+        writeln!(f, "           ticks: {}", self.ticks)
+    }
 }
 
 /// A running server. Dropping it without [`Server::shutdown`] leaves its tasks running until
@@ -92,33 +112,50 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     certificate: CertificateDer<'static>,
     dev_cert: Option<std::path::PathBuf>,
-    cancel: CancellationToken,
     counters: Arc<Counters>,
-    tick_loop: tokio::task::JoinHandle<(MatchStats, Option<Recorder>)>,
+    host: Arc<Host>,
     accept_loop: tokio::task::JoinHandle<()>,
 }
 
+/// What every connection task needs.
 struct Shared {
     config: ServerConfig,
-    commands: mpsc::Sender<Command>,
+    host: Arc<Host>,
     counters: Arc<Counters>,
 }
 
 impl Server {
-    /// Binds the endpoint and starts the accept and tick loops on the current tokio runtime.
+    /// Binds the endpoint and starts accepting players on the current tokio runtime. Matches
+    /// open as players arrive.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let match_config = config.match_config()?;
         let map = config.load_map()?;
         let hitboxes = config.load_hitboxes()?;
+        let recording = match config.record_dir() {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| ServerError::RecordDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
+                let (map_toml, hitboxes_toml) = config.asset_texts()?;
+                Some(Recording {
+                    dir: dir.to_path_buf(),
+                    map_toml,
+                    hitboxes_toml,
+                    keyframe_every: u32::from(match_config.tick_rate.hz()) * config.keyframe_secs,
+                })
+            }
+            None => None,
+        };
         let identity = match (&config.cert, &config.key) {
-            (Some(cert), Some(key)) => quic::load_identity(cert, key)?,
-            _ => quic::dev_identity()?,
+            (Some(cert), Some(key)) => transport::load_identity(cert, key)?,
+            _ => transport::dev_identity()?,
         };
         let certificate = identity.chain[0].clone();
         let dev_cert = match &identity.dev_pem {
             Some(pem) => {
                 let path = config.dev_cert_path();
-                quic::write_pem(pem, &path)?;
+                transport::write_pem(pem, &path)?;
                 Some(path)
             }
             None => None,
@@ -128,67 +165,54 @@ impl Server {
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
             datagram_buffer: config.datagram_buffer,
         };
-        let server_config = quic::server_config(identity, &settings)?;
-        let endpoint = quinn::Endpoint::server(server_config, config.bind).map_err(|source| {
-            ServerError::Bind {
-                addr: config.bind,
-                source,
-            }
-        })?;
-        let cancel = CancellationToken::new();
-        let counters = Arc::new(Counters::default());
-        let (tx, rx) = mpsc::channel(config.command_queue);
-        let recorder = match &config.record_dir {
-            Some(dir) => {
-                let (map_toml, hitboxes_toml) = config.asset_texts()?;
-                let started = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                let header = Header::new(
-                    map_toml,
-                    hitboxes_toml,
-                    &match_config,
-                    started.as_millis() as u64,
-                );
-                let name = format!("match-{}-{}", started.as_millis(), std::process::id());
-                Some(Recorder::create(&RecorderConfig::new(dir), &name, &header)?)
-            }
-            None => None,
+        let server_config = transport::server_config(identity, &settings)?;
+        let bind_error = |source| ServerError::Bind {
+            addr: config.bind,
+            source,
         };
-        let keyframe_every = u32::from(match_config.tick_rate.hz()) * config.keyframe_secs;
-        let game = Match::new(match_config, map, hitboxes);
+        let endpoint = quinn::Endpoint::server(server_config, config.bind).map_err(bind_error)?;
+        let addr = endpoint.local_addr().map_err(bind_error)?;
+        let counters = Arc::new(Counters::default());
+        let rules = Rules {
+            size: config.match_size,
+            max_matches: config.max_matches,
+            start_wait: Duration::from_millis(config.start_wait_ms),
+            length: (config.match_length_s > 0).then(|| Duration::from_secs(config.match_length_s)),
+            late_join: config.late_join,
+            end_when_empty: config.end_when_empty,
+        };
         info!(
-            addr = %endpoint.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?,
-            map = %game.map().name,
-            tick_rate_hz = game.config().tick_rate.hz(),
-            max_players = game.config().max_players,
+            %addr,
+            map = %map.name,
+            tick_rate_hz = match_config.tick_rate.hz(),
+            match_size = rules.size,
+            max_matches = rules.max_matches,
             "server listening"
         );
-        let span = info_span!("match", map = %game.map().name);
-        let tick_loop = tokio::spawn(
-            run_tick_loop(
-                game,
-                rx,
-                cancel.clone(),
-                counters.clone(),
-                recorder,
-                keyframe_every,
-            )
-            .instrument(span),
-        );
+        let blueprint = Blueprint {
+            match_config,
+            map,
+            hitboxes,
+            recording,
+            rules,
+            stats_interval: (config.stats_interval_ms > 0)
+                .then(|| Duration::from_millis(config.stats_interval_ms)),
+            command_queue: config.command_queue,
+        };
+        let cancel = CancellationToken::new();
+        let host = Host::new(blueprint, counters.clone(), cancel.clone());
         let shared = Arc::new(Shared {
             config,
-            commands: tx,
+            host: host.clone(),
             counters: counters.clone(),
         });
-        let accept_loop = tokio::spawn(run_accept_loop(endpoint.clone(), shared, cancel.clone()));
+        let accept_loop = tokio::spawn(run_accept_loop(endpoint.clone(), shared, cancel));
         Ok(Server {
             endpoint,
             certificate,
             dev_cert,
-            cancel,
             counters,
-            tick_loop,
+            host,
             accept_loop,
         })
     }
@@ -215,28 +239,18 @@ impl Server {
         self.counters.read()
     }
 
-    /// Stops accepting, ends the tick loop, tells every player why and waits briefly for the
-    /// goodbyes to go out.
+    /// Reports of the matches that have ended so far.
+    pub fn ended_matches(&self) -> Vec<MatchReport> {
+        self.host.reports()
+    }
+
+    /// Stops accepting, ends every match (players are told why, recordings are finished) and
+    /// waits briefly for the goodbyes to go out.
     pub async fn shutdown(self) -> ServerReport {
-        self.cancel.cancel();
-        let (game, recorder) = self.tick_loop.await.unwrap_or_default();
-        let finished = match recorder {
-            Some(r) => match tokio::task::spawn_blocking(move || r.finish()).await {
-                Ok(Ok(path)) => {
-                    info!(path = %path.display(), "recording finished");
-                    Ok(Some(path))
-                }
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-            None => Ok(None),
-        };
-        if let Err(e) = &finished {
-            warn!(error = %e, "the recording could not be finished");
-        }
+        self.host.shutdown().await;
         self.accept_loop.abort();
         self.endpoint.close(
-            close_code(CloseCode::ServerShutdown),
+            transport::close_code(CloseCode::ServerShutdown),
             b"server shutting down",
         );
         if timeout(Duration::from_secs(2), self.endpoint.wait_idle())
@@ -246,25 +260,15 @@ impl Server {
             warn!("connections did not close within 2 s");
         }
         info!("server stopped");
-        let (recording, recording_error) = match finished {
-            Ok(path) => (path, None),
-            Err(e) => (None, Some(e)),
-        };
+        let (matches_hosted, game, ticks) = self.host.totals();
         ServerReport {
             server: self.counters.read(),
+            matches_hosted,
+            ticks,
             game,
-            recording,
-            recording_error,
+            matches: self.host.reports(),
         }
     }
-}
-
-fn close_code(code: CloseCode) -> quinn::VarInt {
-    quinn::VarInt::from_u32(code as u32)
-}
-
-fn close(conn: &quinn::Connection, code: CloseCode, reason: &str) {
-    conn.close(close_code(code), reason.as_bytes());
 }
 
 async fn run_accept_loop(
@@ -288,7 +292,7 @@ async fn run_accept_loop(
         }
         let remote = incoming.remote_address();
         let shared = shared.clone();
-        let span = info_span!("conn", %remote, player = tracing::field::Empty);
+        let span = info_span!("conn", %remote, player = tracing::field::Empty, match_id = tracing::field::Empty);
         tokio::spawn(handle_incoming(incoming, shared).instrument(span));
     }
 }
@@ -334,7 +338,8 @@ async fn handle_incoming(incoming: quinn::Incoming, shared: Arc<Shared>) {
     };
     Counters::bump(&shared.counters.connections);
     match serve(&conn, &shared).await {
-        Ok(()) | Err(ConnEnd::ServerGone) => {}
+        Ok(()) => {}
+        Err(ConnEnd::ServerGone) => close(&conn, CloseCode::ServerShutdown, "server shutting down"),
         Err(ConnEnd::Closed(reason)) => info!(%reason, "connection closed"),
         Err(ConnEnd::Refused { code, reason }) => {
             let counter = match code {
@@ -357,13 +362,13 @@ fn refuse(code: CloseCode, reason: impl Into<String>) -> ConnEnd {
     }
 }
 
-/// Handshake, join, then relay until the connection ends.
+/// Handshake, a seat in a match, then relay until the connection ends.
 async fn serve(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnEnd> {
     let deadline = shared.config.handshake_timeout();
     let (mut send, mut recv) = timeout(deadline, conn.accept_bi())
         .await
         .map_err(|_| refuse(CloseCode::Timeout, "no control stream opened in time"))??;
-    let frame = timeout(deadline, quic::read_frame(&mut recv))
+    let frame = timeout(deadline, transport::read_frame(&mut recv))
         .await
         .map_err(|_| refuse(CloseCode::Timeout, "no hello received in time"))??
         .ok_or_else(|| {
@@ -391,34 +396,24 @@ async fn serve(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnEnd>
             return Err(refuse(CloseCode::Refused, "wrong join token"));
         }
     }
+    if !rewind_match::membership::valid_name(&hello.name) {
+        return Err(refuse(CloseCode::Refused, JoinError::BadName.to_string()));
+    }
     let (control_tx, mut control_rx) = mpsc::channel(shared.config.control_queue);
-    let (reply_tx, reply_rx) = oneshot::channel();
-    let max_datagram = conn.max_datagram_size().unwrap_or(0).min(MAX_DATAGRAM);
-    shared
-        .commands
-        .send(Command::Join {
-            name: hello.name.clone(),
-            max_datagram,
-            conn: conn.clone(),
-            control: control_tx,
-            reply: reply_tx,
-        })
-        .await
-        .map_err(|_| ConnEnd::ServerGone)?;
-    let (session, welcome) = match reply_rx.await.map_err(|_| ConnEnd::ServerGone)? {
-        Ok(joined) => joined,
-        Err(e @ JoinError::Full(_)) => return Err(refuse(CloseCode::MatchFull, e.to_string())),
-        Err(e) => return Err(refuse(CloseCode::Refused, e.to_string())),
-    };
-    tracing::Span::current().record("player", welcome.player_id.0);
+    let slot = Arc::new(InputSlot::new(shared.config.input_slot));
+    let (seat, Joined { session, welcome }) =
+        join(conn, shared, &hello, &control_tx, &slot).await?;
+    let span = tracing::Span::current();
+    span.record("player", welcome.player_id.0);
+    span.record("match_id", seat.match_id);
     info!(name = %hello.name, "player joined");
     let relay = async {
-        quic::write_message(&mut send, &ServerControl::Welcome(welcome)).await?;
+        transport::write_message(&mut send, &ServerControl::Welcome(welcome)).await?;
         tokio::select! {
-            r = relay_datagrams(conn, session, shared) => r,
+            r = relay_datagrams(conn, &slot, &shared.counters) => r,
             r = async {
                 while let Some(msg) = control_rx.recv().await {
-                    quic::write_message(&mut send, &msg).await?;
+                    transport::write_message(&mut send, &msg).await?;
                 }
                 Ok(())
             } => r,
@@ -426,26 +421,70 @@ async fn serve(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnEnd>
         }
     };
     let result = relay.await;
-    // The tick loop may already have removed this session (then the key is stale and ignored).
-    let _ = shared.commands.send(Command::Leave { session }).await;
+    // The match may already have removed this session (then the key is stale and ignored).
+    // The leave goes before the seat is given back, so the match never has more players
+    // than seats.
+    let _ = seat.commands.send(Command::Leave { session }).await;
+    drop(seat);
     result
 }
 
+/// Gets a seat and joins its match. A match that ended while the join was on its way sends
+/// the player to the host again (a few times at most).
+async fn join(
+    conn: &quinn::Connection,
+    shared: &Shared,
+    hello: &Hello,
+    control: &mpsc::Sender<ServerControl>,
+    slot: &Arc<InputSlot>,
+) -> Result<(crate::host::Seat, Joined), ConnEnd> {
+    for _ in 0..3 {
+        let seat = shared.host.assign().map_err(|e| match e {
+            AssignError::Full { .. } => refuse(CloseCode::MatchFull, e.to_string()),
+            AssignError::ShuttingDown => ConnEnd::ServerGone,
+        })?;
+        let (reply, answer) = oneshot::channel();
+        let max_datagram = conn.max_datagram_size().unwrap_or(0).min(MAX_DATAGRAM);
+        let cmd = Command::Join {
+            name: hello.name.clone(),
+            max_datagram,
+            conn: conn.clone(),
+            control: control.clone(),
+            slot: slot.clone(),
+            reply,
+        };
+        if seat.commands.send(cmd).await.is_err() {
+            continue;
+        }
+        match answer.await {
+            Ok(Ok(joined)) => return Ok((seat, joined)),
+            Ok(Err(Refused::Join(e @ JoinError::Full(_)))) => {
+                return Err(refuse(CloseCode::MatchFull, e.to_string()))
+            }
+            Ok(Err(Refused::Join(e))) => return Err(refuse(CloseCode::Refused, e.to_string())),
+            Ok(Err(Refused::Ended)) | Err(_) => {}
+        }
+    }
+    Err(refuse(
+        CloseCode::MatchFull,
+        "no match could take the player: every match it was sent to ended",
+    ))
+}
+
+/// Decodes input datagrams into the connection's own slot. A malformed one closes the
+/// connection; a full slot drops this connection's oldest datagram, nobody else's.
 async fn relay_datagrams(
     conn: &quinn::Connection,
-    session: SessionKey,
-    shared: &Shared,
+    slot: &InputSlot,
+    counters: &Counters,
 ) -> Result<(), ConnEnd> {
     loop {
         let bytes = conn.read_datagram().await?;
         let ClientDatagram::Inputs(batch) = codec::decode(&bytes)
             .map_err(|e| refuse(CloseCode::Malformed, format!("malformed datagram: {e}")))?;
-        if shared
-            .commands
-            .try_send(Command::Inputs { session, batch })
-            .is_err()
-        {
-            Counters::bump(&shared.counters.inputs_queue_full);
+        Counters::bump(&counters.input_datagrams);
+        if !slot.push(batch) {
+            Counters::bump(&counters.input_datagrams_dropped);
         }
     }
 }
@@ -456,201 +495,11 @@ async fn read_control(
     conn: &quinn::Connection,
     recv: &mut quinn::RecvStream,
 ) -> Result<(), ConnEnd> {
-    match quic::read_message::<ClientControl>(recv).await? {
+    match transport::read_message::<ClientControl>(recv).await? {
         Some(ClientControl::Leave) | None => {
             info!("player left");
             close(conn, CloseCode::Normal, "goodbye");
             Ok(())
         }
-    }
-}
-
-async fn run_tick_loop(
-    mut game: Match,
-    mut commands: mpsc::Receiver<Command>,
-    cancel: CancellationToken,
-    counters: Arc<Counters>,
-    recorder: Option<Recorder>,
-    keyframe_every: u32,
-) -> (MatchStats, Option<Recorder>) {
-    if let Some(r) = &recorder {
-        r.keyframe(game.keyframe());
-    }
-    let interval = game.config().tick_rate.interval();
-    let mut sessions: SlotMap<SessionKey, Session> = SlotMap::with_key();
-    let mut by_player: HashMap<PlayerId, SessionKey> = HashMap::new();
-    let mut schedule = Schedule::new(std::time::Instant::now(), interval);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = sleep_until(Instant::from_std(schedule.deadline())) => {}
-        }
-        let started = Instant::now();
-        // Everything that arrived since the last tick; bounded by the queue's capacity.
-        while let Ok(cmd) = commands.try_recv() {
-            match cmd {
-                Command::Join {
-                    name,
-                    max_datagram,
-                    conn,
-                    control,
-                    reply,
-                } => {
-                    let result = game.join(&name, max_datagram).map(|welcome| {
-                        let key = sessions.insert(Session {
-                            player: welcome.player_id,
-                            conn,
-                            control,
-                        });
-                        by_player.insert(welcome.player_id, key);
-                        (key, welcome)
-                    });
-                    if let Err(Ok((key, _))) = reply.send(result) {
-                        // The connection task is gone already.
-                        drop_session(&mut game, &mut sessions, &mut by_player, key);
-                    }
-                }
-                Command::Inputs { session, batch } => {
-                    let Some(s) = sessions.get(session) else {
-                        continue;
-                    };
-                    if let Err(e) = game.receive(s.player, &batch) {
-                        kick(&counters, s, CloseCode::Malformed, &e);
-                        drop_session(&mut game, &mut sessions, &mut by_player, session);
-                    }
-                }
-                Command::Leave { session } => {
-                    drop_session(&mut game, &mut sessions, &mut by_player, session);
-                }
-            }
-        }
-        for s in sessions.values() {
-            let max = s.conn.max_datagram_size().unwrap_or(0).min(MAX_DATAGRAM);
-            game.set_max_datagram(s.player, max);
-            game.set_rtt(s.player, s.conn.rtt());
-        }
-        game.tick_once();
-        for record in game.outbox().records.drain(..) {
-            if let Some(r) = &recorder {
-                if !r.tick(record) {
-                    Counters::bump(&counters.records_dropped);
-                }
-            }
-        }
-        if let Some(r) = &recorder {
-            if game.tick().0 % keyframe_every.max(1) == 0 && !r.keyframe(game.keyframe()) {
-                Counters::bump(&counters.records_dropped);
-            }
-        }
-        flush(&mut game, &mut sessions, &mut by_player, &counters);
-        Counters::set(&counters.players, sessions.len() as u64);
-        Counters::bump(&counters.ticks);
-        let busy = started.elapsed().as_nanos() as u64;
-        Counters::add(&counters.tick_busy_ns, busy);
-        Counters::max(&counters.tick_max_ns, busy);
-        match schedule.advance(std::time::Instant::now()) {
-            Lateness::OnTime => {}
-            Lateness::Overrun => Counters::bump(&counters.tick_overruns),
-            Lateness::Skipped(behind) => {
-                Counters::bump(&counters.tick_overruns);
-                Counters::add(&counters.ticks_skipped, behind);
-                warn!(behind, "tick loop fell behind; skipping ahead");
-            }
-        }
-    }
-    for s in sessions.values() {
-        close(&s.conn, CloseCode::ServerShutdown, "server shutting down");
-    }
-    (game.stats(), recorder)
-}
-
-/// Hands the match's outbox to QUIC without waiting.
-fn flush(
-    game: &mut Match,
-    sessions: &mut SlotMap<SessionKey, Session>,
-    by_player: &mut HashMap<PlayerId, SessionKey>,
-    counters: &Counters,
-) {
-    let out = game.outbox();
-    for event in out.events.drain(..) {
-        log_event(&event);
-    }
-    for (player, bytes) in out.datagrams.drain(..) {
-        let Some(s) = by_player.get(&player).and_then(|k| sessions.get(*k)) else {
-            continue;
-        };
-        let len = bytes.len() as u64;
-        match s.conn.send_datagram(bytes) {
-            Ok(()) => {
-                Counters::bump(&counters.datagrams_sent);
-                Counters::add(&counters.datagram_bytes_sent, len);
-            }
-            Err(e) => {
-                Counters::bump(&counters.datagram_send_failed);
-                debug!(%player, error = %e, "snapshot not sent");
-            }
-        }
-    }
-    let mut slow = Vec::new();
-    for (player, msg) in out.control.drain(..) {
-        let Some(&key) = by_player.get(&player) else {
-            continue;
-        };
-        let Some(s) = sessions.get(key) else { continue };
-        if s.control.try_send(msg).is_err() {
-            slow.push(key);
-        }
-    }
-    for key in slow {
-        if let Some(s) = sessions.get(key) {
-            Counters::bump(&counters.too_slow);
-            close(
-                &s.conn,
-                CloseCode::TooSlow,
-                "reliable message queue overflowed",
-            );
-            drop_session(game, sessions, by_player, key);
-        }
-    }
-}
-
-/// Every decision goes to the log (recording them is the recorder's job).
-fn log_event(event: &GameEvent) {
-    match event {
-        GameEvent::Shot(s) => match &s.check {
-            Ok(c) => debug!(
-                tick = s.tick.0,
-                shooter = %s.shooter,
-                seq = s.seq,
-                claimed = %c.claimed,
-                estimate = %c.estimate,
-                used = %c.used,
-                clamped = c.clamped,
-                outcome = ?s.outcome,
-                "shot judged"
-            ),
-            Err(reason) => {
-                debug!(tick = s.tick.0, shooter = %s.shooter, seq = s.seq, %reason, "shot rejected")
-            }
-        },
-        GameEvent::Respawn { tick, player } => debug!(tick = tick.0, %player, "respawn"),
-    }
-}
-
-fn kick(counters: &Counters, s: &Session, code: CloseCode, why: &InputError) {
-    Counters::bump(&counters.peer_errors);
-    debug!(player = %s.player, error = %why, "protocol violation");
-    close(&s.conn, code, &why.to_string());
-}
-
-fn drop_session(
-    game: &mut Match,
-    sessions: &mut SlotMap<SessionKey, Session>,
-    by_player: &mut HashMap<PlayerId, SessionKey>,
-    key: SessionKey,
-) {
-    if let Some(s) = sessions.remove(key) {
-        by_player.remove(&s.player);
-        game.leave(s.player);
     }
 }

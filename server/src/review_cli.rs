@@ -2,9 +2,9 @@
 
 use crate::Review;
 use anyhow::{bail, Context};
-use rewind_server::record::reader::Recording;
-use rewind_server::record::replay::Replayer;
-use rewind_server::record::review;
+use rewind_record::reader::Recording;
+use rewind_record::replay::Replayer;
+use rewind_record::review;
 use rewind_shared::Tick;
 use std::path::Path;
 
@@ -45,8 +45,11 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 pub fn verify(file: &Path, json: bool) -> anyhow::Result<()> {
     let rec = open(file)?;
     let replayer = Replayer::new(&rec)?;
-    if let Some(other) = &replayer.other_build {
-        eprintln!("warning: recorded by {other}; replays are exact only on the same build");
+    if let Some(other) = replayer.other_rules {
+        eprintln!(
+            "warning: recorded with simulation rules version {other}, this build has {}; replays are exact only with the same rules",
+            rewind_match::SIM_VERSION
+        );
     }
     let started = std::time::Instant::now();
     let result = replayer.verify()?;

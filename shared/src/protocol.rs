@@ -13,9 +13,9 @@ use crate::tick::Tick;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// TLS application protocol; it names the version too, so a mismatched client fails the handshake.
-pub const ALPN: &[u8] = b"rewind/1";
+pub const ALPN: &[u8] = b"rewind/2";
 /// Longest player name, in bytes of UTF-8.
 pub const MAX_NAME_BYTES: usize = 32;
 /// Longest join token, in bytes.
@@ -74,6 +74,29 @@ pub enum ServerControl {
         victim: PlayerId,
         headshot: bool,
     },
+    /// How the server is doing; sent to every player of a match periodically (every second by
+    /// default).
+    Stats(StatsReport),
+}
+
+/// The periodic statistics message: the player's match and the whole server process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// The match the player is in (the same as in the welcome).
+    pub match_id: u32,
+    /// The match's newest tick.
+    pub tick: Tick,
+    /// Players in the match now.
+    pub players: u16,
+    /// Tick busy time since the previous report, microseconds: median, 99th percentile, most.
+    pub tick_p50_us: u32,
+    pub tick_p99_us: u32,
+    pub tick_max_us: u32,
+    /// Ticks of this match that ended after the next tick's deadline, since it started.
+    pub overruns: u32,
+    /// Matches and players in the whole server process.
+    pub server_matches: u16,
+    pub server_players: u32,
 }
 
 /// The server's verdict on one shot.
@@ -140,6 +163,8 @@ impl RejectReason {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Welcome {
     pub player_id: PlayerId,
+    /// The match the server put the player in; one server process hosts several.
+    pub match_id: u32,
     pub tick_rate_hz: u16,
     /// Map name; the client loads `assets/maps/<map>.toml`.
     pub map: String,
@@ -298,6 +323,8 @@ pub enum CloseCode {
     Timeout = 6,
     /// The peer could not keep up with reliable messages.
     TooSlow = 7,
+    /// The match ended (it reached its configured length).
+    MatchOver = 8,
 }
 
 impl CloseCode {
@@ -313,6 +340,7 @@ impl CloseCode {
             ServerShutdown,
             Timeout,
             TooSlow,
+            MatchOver,
         ]
         .into_iter()
         .find(|c| *c as u32 == n)
@@ -364,11 +392,37 @@ mod tests {
             "fb e8 03 fb 31 01 7f 81 fb 00 40 c7 01 01 fb 29 01 fb 00 80 fb 80 3e ef"
         );
         let hello = Hello {
-            protocol_version: 1,
+            protocol_version: 2,
             name: "ana".into(),
             token: String::new(),
         };
-        assert_eq!(hex(&codec::encode(&hello).unwrap()), "01 03 61 6e 61 00");
+        assert_eq!(hex(&codec::encode(&hello).unwrap()), "02 03 61 6e 61 00");
+        let welcome = ServerControl::Welcome(Welcome {
+            player_id: PlayerId(7),
+            match_id: 3,
+            tick_rate_hz: 64,
+            map: "arena".into(),
+            server_tick: Tick(1234),
+        });
+        assert_eq!(
+            hex(&codec::encode(&welcome).unwrap()),
+            "00 07 03 40 05 61 72 65 6e 61 fb d2 04"
+        );
+        let stats = ServerControl::Stats(StatsReport {
+            match_id: 3,
+            tick: Tick(6400),
+            players: 10,
+            tick_p50_us: 42,
+            tick_p99_us: 310,
+            tick_max_us: 1250,
+            overruns: 0,
+            server_matches: 2,
+            server_players: 18,
+        });
+        assert_eq!(
+            hex(&codec::encode(&stats).unwrap()),
+            "05 03 fb 00 19 0a 2a fb 36 01 fb e2 04 00 02 12"
+        );
         let snap = ServerDatagram::Snapshot(SnapshotMsg {
             tick: Tick(302),
             baseline_age: 2,
@@ -434,9 +488,9 @@ mod tests {
 
     #[test]
     fn close_codes_round_trip() {
-        for n in 0..8 {
+        for n in 0..9 {
             assert_eq!(CloseCode::from_u32(n).map(|c| c as u32), Some(n));
         }
-        assert_eq!(CloseCode::from_u32(8), None);
+        assert_eq!(CloseCode::from_u32(9), None);
     }
 }

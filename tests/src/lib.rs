@@ -1,10 +1,10 @@
 //! Helpers for Rewind's integration tests: a server on an ephemeral loopback port and raw QUIC
 //! clients that speak the protocol by hand (to misbehave on purpose).
 
-use rewind_server::quic::{self, TransportSettings};
 use rewind_server::{Server, ServerConfig};
 use rewind_shared::codec;
 use rewind_shared::protocol::{CloseCode, Hello, ServerControl, PROTOCOL_VERSION};
+use rewind_transport::{self as transport, TransportSettings};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -70,7 +70,7 @@ pub async fn connect_with_alpn(
 ) -> Result<quinn::Connection, quinn::ConnectionError> {
     let mut endpoint =
         quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client endpoint");
-    let config = quic::client_config_with_alpn(
+    let config = transport::client_config_with_alpn(
         &[server.certificate().clone()],
         &TransportSettings::default(),
         alpn,
@@ -87,7 +87,7 @@ pub async fn connect_with_alpn(
 pub async fn raw_hello(server: &Server, hello: &Hello) -> RawClient {
     let mut endpoint =
         quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client endpoint");
-    let config = quic::client_config(
+    let config = transport::client_config(
         &[server.certificate().clone()],
         &TransportSettings::default(),
     )
@@ -99,7 +99,7 @@ pub async fn raw_hello(server: &Server, hello: &Hello) -> RawClient {
         .await
         .expect("handshake");
     let (mut send, recv) = conn.open_bi().await.expect("control stream");
-    quic::write_message(&mut send, hello)
+    transport::write_message(&mut send, hello)
         .await
         .expect("hello sent");
     RawClient {
@@ -124,7 +124,7 @@ impl RawClient {
     pub async fn next_control(&mut self) -> Option<ServerControl> {
         tokio::time::timeout(
             Duration::from_secs(3),
-            quic::read_message::<ServerControl>(&mut self.recv),
+            transport::read_message::<ServerControl>(&mut self.recv),
         )
         .await
         .expect("control message in time")
@@ -149,14 +149,6 @@ impl RawClient {
         let err = tokio::time::timeout(Duration::from_secs(3), self.conn.closed())
             .await
             .expect("the server closes the connection in time");
-        match err {
-            quinn::ConnectionError::ApplicationClosed(c) => (
-                u32::try_from(c.error_code.into_inner())
-                    .ok()
-                    .and_then(CloseCode::from_u32),
-                String::from_utf8_lossy(&c.reason).into_owned(),
-            ),
-            other => (None, other.to_string()),
-        }
+        transport::close_reason(&err)
     }
 }

@@ -146,7 +146,7 @@ async fn a_wrong_protocol_version_is_refused_with_a_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_are_refused_with_reasons_when_full_or_unauthorised() {
     let server = start_server(|c| {
-        c.max_players = 1;
+        c.match_size = 1;
         c.join_token = Some("sesame".into());
     })
     .await;
@@ -169,7 +169,7 @@ async fn joins_are_refused_with_reasons_when_full_or_unauthorised() {
         second.close_reason().await,
         (
             Some(CloseCode::MatchFull),
-            "the match is full: all 1 player slots are taken".into()
+            "every match is full (1 of at most 1 running, 1 players a match)".into()
         )
     );
     // Shutting down tells the player why.

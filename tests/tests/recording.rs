@@ -1,9 +1,9 @@
 //! A real match of bots over QUIC, recorded, read back, replayed and verified; then damaged.
 
 use client_sim::SimConfig;
-use rewind_server::record::reader::Recording;
-use rewind_server::record::replay::Replayer;
-use rewind_server::record::review;
+use rewind_record::reader::Recording;
+use rewind_record::replay::Replayer;
+use rewind_record::review;
 use rewind_shared::protocol::ShotOutcome;
 use rewind_tests::{start_server, temp_dir};
 use std::time::Duration;
@@ -22,7 +22,9 @@ async fn a_recorded_match_replays_exactly_and_damage_is_found_and_named() {
     let report = client_sim::run(bots).await.unwrap();
     let stats = server.shutdown().await;
     assert_eq!(report.bots_connected, 5, "{:?}", report.errors);
-    let path = stats.recording.clone().expect("the match was recorded");
+    let paths: Vec<_> = stats.recordings().collect();
+    assert_eq!(paths.len(), 1, "one match, one recording");
+    let path = paths[0].to_path_buf();
     assert_eq!(
         path.extension().and_then(|e| e.to_str()),
         Some("rwd"),

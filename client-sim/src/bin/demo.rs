@@ -67,12 +67,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = server.dev_cert_path() {
         let _ = std::fs::remove_file(path);
     }
-    let stats = server.shutdown().await;
+    let server_report = server.shutdown().await;
     let report = report?;
     if args.json {
         println!(
             "{}",
-            serde_json::to_string(&serde_json::json!({ "bots": report, "server": stats }))?
+            serde_json::to_string(&serde_json::json!({ "bots": report, "server": server_report }))?
         );
     } else {
         println!("\n== bots ==");
@@ -89,20 +89,9 @@ async fn main() -> anyhow::Result<()> {
                 b.prediction_matches + b.prediction_mismatches
             );
         }
-        let s = stats.server;
-        let g = stats.game;
+        let g = &server_report.game;
         println!("\n== server ==");
-        println!(
-            "ticks               {} ({} overruns), {:.1} us mean, {:.1} us max per tick",
-            s.ticks,
-            s.tick_overruns,
-            s.mean_tick_us(),
-            s.tick_max_ns as f64 / 1000.0
-        );
-        println!(
-            "players             {} joined, {} left, {} connections, {} peer errors",
-            g.joins, g.leaves, s.connections, s.peer_errors
-        );
+        print!("{server_report}");
         println!(
             "inputs              {} applied, {} duplicates ignored (redundancy), {} ticks without input",
             g.inputs_applied, g.inputs_duplicate, g.starved
@@ -114,10 +103,10 @@ async fn main() -> anyhow::Result<()> {
             g.snapshots_full
         );
     }
-    if let Some(e) = &stats.recording_error {
+    for e in server_report.recording_errors() {
         eprintln!("the recording could not be finished: {e}");
     }
-    if let Some(path) = &stats.recording {
+    for path in server_report.recordings().filter(|_| !args.json) {
         let p = path.display();
         println!("\n== recording ==\n{p}");
         println!("review it (add --json to any of these):");

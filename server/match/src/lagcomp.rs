@@ -5,10 +5,11 @@
 use crate::history::History;
 use glam::Vec3;
 use rewind_shared::hitbox::{Hitboxes, Ray, Sphere};
-use rewind_shared::lagcomp::{interpolate, nearest_hit, wall_distance, Hit};
+use rewind_shared::lagcomp::{interpolate, nearest_hit, wall_distance, Hit, Pose};
 use rewind_shared::map::Map;
 use rewind_shared::protocol::{PlayerId, RejectReason, ViewTime, INTERP_DELAY_TICKS};
-use rewind_shared::sim::{FLAG_DEAD, POS_SCALE, WALK_SPEED};
+use rewind_shared::sim::{NetPlayer, FLAG_DEAD, POS_SCALE, WALK_SPEED};
+use rewind_shared::snapshot::WorldSnapshot;
 use rewind_shared::{Tick, TickRate};
 use std::time::Duration;
 
@@ -145,12 +146,83 @@ impl RewindPolicy {
     }
 }
 
-/// Rewinds candidate targets to `used` and traces the ray. Broad phase: a player is a
-/// candidate only if the ray passes, before any wall, within reach of where the player stood
-/// at the later of the two ticks around `used` (the bounding sphere of its hitboxes, grown by
-/// the most a player can move in one tick). Only candidates are interpolated and tested
-/// against their hitboxes. The verdict is the same as testing every player
-/// ([`rewind_shared::lagcomp::judge`]); the difference is the cost.
+/// The world at a view time: the two history ticks around it and how far between them. The
+/// judge traces shots through it and the review draws what a shot was judged against from it,
+/// so both see the very same rewound poses.
+#[derive(Clone, Copy, Debug)]
+pub struct Rewind<'h> {
+    a: &'h WorldSnapshot,
+    b: &'h WorldSnapshot,
+    t: f32,
+}
+
+impl<'h> Rewind<'h> {
+    /// The world at `used`, if the history still holds the ticks around it.
+    pub fn at(history: &'h History, used: ViewTime) -> Option<Rewind<'h>> {
+        let a = history.get(used.tick)?;
+        let b = if used.frac == 0 {
+            a
+        } else {
+            history.get(used.tick.next())?
+        };
+        Some(Rewind {
+            a,
+            b,
+            t: used.fraction(),
+        })
+    }
+
+    /// One player rewound; `None` if absent at either tick or dead at either (a respawn is
+    /// never interpolated).
+    fn pose(&self, id: PlayerId, later: &NetPlayer) -> Option<Pose> {
+        interpolate(self.a.player(id)?, later, self.t)
+    }
+
+    /// Every player that can be hit at this instant, rewound, ascending by id.
+    pub fn players(&self) -> impl Iterator<Item = (PlayerId, Pose)> + '_ {
+        self.b
+            .players
+            .iter()
+            .filter_map(|(id, nb)| Some((*id, self.pose(*id, nb)?)))
+    }
+
+    /// Traces a shot of `shooter` through this instant. Broad phase: a player is a candidate
+    /// only if the ray passes, before any wall, within reach of where the player stood at the
+    /// later of the two ticks (the bounding sphere of its hitboxes, grown by the most a player
+    /// can move in one tick). Only candidates are rewound and tested against their hitboxes.
+    /// The verdict is the same as testing every player ([`rewind_shared::lagcomp::judge`]);
+    /// the difference is the cost.
+    pub fn trace(
+        &self,
+        shooter: PlayerId,
+        ray: &Ray,
+        map: &Map,
+        hitboxes: &Hitboxes,
+        rate: TickRate,
+    ) -> Option<Hit> {
+        let wall = wall_distance(ray, map);
+        let (height, radius) = hitboxes.bounds();
+        // Two inputs per tick at most (catch-up).
+        let reach = radius + 2.0 * WALK_SPEED * rate.dt();
+        let candidates = self.b.players.iter().filter(|(id, n)| {
+            if *id == shooter || n.flags & FLAG_DEAD != 0 {
+                return false;
+            }
+            let center =
+                Vec3::new(n.x as f32, n.y as f32, n.z as f32) / POS_SCALE + Vec3::Y * height;
+            ray.sphere(&Sphere {
+                center,
+                radius: reach,
+            })
+            .is_some_and(|d| d < wall)
+        });
+        let targets = candidates.filter_map(|(id, nb)| Some((*id, self.pose(*id, nb)?)));
+        nearest_hit(ray, hitboxes, wall, targets)
+    }
+}
+
+/// Rewinds to `used` and traces the shot ([`Rewind::trace`]); `None` for a miss or when the
+/// history no longer holds that instant.
 #[allow(clippy::too_many_arguments)]
 pub fn rewind_and_trace(
     history: &History,
@@ -161,31 +233,7 @@ pub fn rewind_and_trace(
     hitboxes: &Hitboxes,
     rate: TickRate,
 ) -> Option<Hit> {
-    let a = history.get(used.tick)?;
-    let b = if used.frac == 0 {
-        a
-    } else {
-        history.get(used.tick.next())?
-    };
-    let t = used.fraction();
-    let wall = wall_distance(ray, map);
-    let (height, radius) = hitboxes.bounds();
-    // Two inputs per tick at most (catch-up).
-    let reach = radius + 2.0 * WALK_SPEED * rate.dt();
-    let candidates = b.players.iter().filter(|(id, n)| {
-        if *id == shooter || n.flags & FLAG_DEAD != 0 {
-            return false;
-        }
-        let center = Vec3::new(n.x as f32, n.y as f32, n.z as f32) / POS_SCALE + Vec3::Y * height;
-        ray.sphere(&Sphere {
-            center,
-            radius: reach,
-        })
-        .is_some_and(|d| d < wall)
-    });
-    let targets =
-        candidates.filter_map(|(id, nb)| Some((*id, interpolate(a.player(*id)?, nb, t)?)));
-    nearest_hit(ray, hitboxes, wall, targets)
+    Rewind::at(history, used)?.trace(shooter, ray, map, hitboxes, rate)
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Lag-compensation scenarios with exact geometry, driven tick by tick without a clock or a
 //! socket: a match, a shooter with a known RTT, targets with scripted inputs.
 
-use crate::game::{GameEvent, Match, MatchConfig};
 use crate::lagcomp::{self, RewindPolicy};
+use crate::{GameEvent, Match, MatchConfig};
 use glam::Vec3;
 use rewind_shared::hitbox::{Hitboxes, Part, Ray};
 use rewind_shared::lagcomp::{interpolate, judge};
@@ -43,8 +43,8 @@ impl Scene {
     fn new(config: MatchConfig, wall: bool) -> Scene {
         let hitboxes = Hitboxes::load(&default_assets_dir()).unwrap();
         let mut m = Match::new(config, field(wall), hitboxes);
-        let shooter = m.join("shooter", MAX_DATAGRAM).unwrap().player_id;
-        let target = m.join("target", MAX_DATAGRAM).unwrap().player_id;
+        let shooter = m.join("shooter", MAX_DATAGRAM).unwrap();
+        let target = m.join("target", MAX_DATAGRAM).unwrap();
         m.teleport(shooter, PlayerState::spawn(Vec3::ZERO, 0));
         m.teleport(
             target,
@@ -76,7 +76,7 @@ impl Scene {
             };
             self.send(self.target, target);
             self.send(self.shooter, idle);
-            self.m.tick_once();
+            self.m.tick();
             self.drain();
         }
     }
@@ -95,11 +95,11 @@ impl Scene {
     }
 
     fn drain(&mut self) -> (Vec<(PlayerId, ServerControl)>, Vec<GameEvent>) {
-        let out = self.m.outbox();
-        out.datagrams.clear();
+        let m = &mut self.m;
+        while m.poll_datagram().is_some() || m.poll_record().is_some() {}
         (
-            std::mem::take(&mut out.control),
-            std::mem::take(&mut out.events),
+            std::iter::from_fn(|| m.poll_control()).collect(),
+            std::iter::from_fn(|| m.poll_event()).collect(),
         )
     }
 
@@ -114,7 +114,7 @@ impl Scene {
         let rate = self.m.config().tick_rate;
         let behind = RTT.as_secs_f64() * f64::from(rate.hz()) + 2.0;
         ViewTime {
-            tick: self.m.tick(),
+            tick: self.m.current_tick(),
             frac: 0,
         }
         .offset(-behind)
@@ -165,7 +165,7 @@ impl Scene {
         };
         self.send(self.shooter, cmd);
         self.send(self.target, idle);
-        self.m.tick_once();
+        self.m.tick();
         let (control, events) = self.drain();
         let outcome = events
             .iter()
@@ -269,7 +269,7 @@ fn old_or_untrusted_view_times_are_rejected_with_their_reason() {
     // A 400 ms player: honest, but older than the 250 ms window.
     s.m.set_rtt(s.shooter, Duration::from_millis(400));
     let view = ViewTime {
-        tick: s.m.tick(),
+        tick: s.m.current_tick(),
         frac: 0,
     }
     .offset(-(0.4 * 64.0 + 2.0));
@@ -299,7 +299,7 @@ fn old_or_untrusted_view_times_are_rejected_with_their_reason() {
     c.strafe(60, 0);
     c.m.set_rtt(c.shooter, Duration::from_millis(400));
     let view = ViewTime {
-        tick: c.m.tick(),
+        tick: c.m.current_tick(),
         frac: 0,
     }
     .offset(-(0.4 * 64.0 + 2.0));
@@ -312,7 +312,7 @@ fn old_or_untrusted_view_times_are_rejected_with_their_reason() {
     assert_eq!(
         check.used,
         ViewTime {
-            tick: c.m.tick().minus(1),
+            tick: c.m.current_tick().minus(1),
             frac: 0
         }
         .offset(-16.0)
@@ -322,7 +322,7 @@ fn old_or_untrusted_view_times_are_rejected_with_their_reason() {
     s.m.set_rtt(s.shooter, RTT);
     s.strafe(10, 0);
     let view = ViewTime {
-        tick: s.m.tick(),
+        tick: s.m.current_tick(),
         frac: 0,
     }
     .offset(-32.0);
@@ -343,7 +343,7 @@ fn old_or_untrusted_view_times_are_rejected_with_their_reason() {
     // And nobody has seen the future.
     s.strafe(10, 0);
     let view = ViewTime {
-        tick: s.m.tick().plus(1),
+        tick: s.m.current_tick().plus(1),
         frac: 0,
     };
     assert!(matches!(
@@ -414,7 +414,7 @@ fn the_broad_phase_never_changes_a_verdict() {
     let map = Arc::new(Map::load_named(&default_assets_dir(), "arena").unwrap());
     let mut m = Match::new(MatchConfig::default(), map.clone(), hitboxes);
     let ids: Vec<PlayerId> = (0..24)
-        .map(|i| m.join(&format!("p{i}"), MAX_DATAGRAM).unwrap().player_id)
+        .map(|i| m.join(&format!("p{i}"), MAX_DATAGRAM).unwrap())
         .collect();
     let mut seed = 0x1234_5678u32;
     let mut rnd = move || {
@@ -443,8 +443,8 @@ fn the_broad_phase_never_changes_a_verdict() {
             )
             .unwrap();
         }
-        m.tick_once();
-        m.outbox().datagrams.clear();
+        m.tick();
+        while m.poll_datagram().is_some() || m.poll_record().is_some() {}
     }
     let h = m.history();
     let newest = h.newest().unwrap().tick;
@@ -501,7 +501,7 @@ fn a_trade_in_the_same_tick_kills_both_whatever_their_order() {
             };
             s.send(id, idle);
         }
-        s.m.tick_once();
+        s.m.tick();
         s.drain();
     }
     let view = s.view();
@@ -524,7 +524,7 @@ fn a_trade_in_the_same_tick_kills_both_whatever_their_order() {
         };
         s.send(me, cmd);
     }
-    s.m.tick_once();
+    s.m.tick();
     let (_, events) = s.drain();
     let outcomes: Vec<ShotOutcome> = events
         .iter()
@@ -547,75 +547,4 @@ fn a_trade_in_the_same_tick_kills_both_whatever_their_order() {
     );
     assert!(s.m.state(s.shooter).unwrap().dead && s.m.state(s.target).unwrap().dead);
     assert_eq!(s.m.stats().kills, 2);
-}
-
-#[test]
-fn a_recorded_headshot_is_explained_from_the_file_alone() {
-    use crate::record::reader::Recording;
-    use crate::record::replay::Replayer;
-    use crate::record::writer::{Recorder, RecorderConfig};
-    use crate::record::{review, Header};
-
-    let dir = std::env::temp_dir().join(format!("rewind-scenario-{}", std::process::id()));
-    let mut s = Scene::new(MatchConfig::default(), false);
-    s.strafe(1, 0);
-    // The joins and placements are in the keyframe taken now.
-    s.m.outbox().records.clear();
-    let hitboxes_toml =
-        std::fs::read_to_string(default_assets_dir().join("hitboxes.toml")).unwrap();
-    let header = Header::new(field_toml(false), hitboxes_toml, s.m.config(), 0);
-    let recorder = Recorder::create(&RecorderConfig::new(&dir), "headshot", &header).unwrap();
-    assert!(recorder.keyframe(s.m.keyframe()));
-    s.strafe(40, 0);
-    let (view, head) = s.screen();
-    let (outcome, _, _) = s.fire(view, head);
-    assert!(
-        matches!(
-            outcome,
-            ShotOutcome::Hit {
-                part: Part::Head,
-                ..
-            }
-        ),
-        "{outcome:?}"
-    );
-    s.strafe(10, 0);
-    for r in s.m.outbox().records.drain(..) {
-        assert!(recorder.tick(r));
-    }
-    let path = recorder.finish().unwrap();
-
-    // From here on only the file is used.
-    let rec = Recording::open(&path).unwrap();
-    assert!(Replayer::new(&rec).unwrap().verify().unwrap().is_ok());
-    let line = review::shots(&rec)
-        .into_iter()
-        .find(|l| l.verdict == "headshot")
-        .expect("the headshot is listed");
-    let e = review::explain(&rec, line.index).unwrap();
-    assert!(e.reproduced, "the replay judges it a headshot again");
-    assert_eq!(
-        (e.verdict.as_str(), e.target, e.part),
-        ("headshot", Some(s.target.0), Some(Part::Head))
-    );
-    assert_eq!(e.claimed_view, view.to_string());
-    assert_eq!(
-        e.used_view.as_deref(),
-        Some(view.to_string().as_str()),
-        "judged at the claimed view time"
-    );
-    let target = e
-        .rewound
-        .iter()
-        .find(|p| p.id == s.target.0)
-        .expect("the target's rewound pose");
-    assert!(
-        Vec3::from(target.head.0).distance(head) < 1e-4,
-        "rewound head where the shooter saw it"
-    );
-    assert!(
-        Vec3::from(target.actual).distance(Vec3::from(target.pos)) > 0.9,
-        "the target had moved on"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
 }

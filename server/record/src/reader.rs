@@ -1,8 +1,8 @@
 //! Reads a recording back, trusting nothing: a torn or corrupt tail is found and reported with
 //! where it starts, and everything before it is still available.
 
-use super::format::{self, Frame, FrameError, FORMAT_VERSION, MAGIC, PREAMBLE};
-use super::{Footer, Header, Keyframe, TickRecord};
+use crate::format::{self, Frame, FrameError, FORMAT_VERSION, MAGIC, PREAMBLE};
+use crate::{Footer, Header, Keyframe, TickRecord};
 use rewind_shared::Tick;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -212,10 +212,10 @@ impl Recording {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::game::MatchConfig;
-    use crate::record::format::{encode_frame, preamble};
-    use crate::record::replay::Replayer;
-    use crate::record::{AppliedInput, Keyframe, Membership, TickRecord};
+    use crate::format::{encode_frame, preamble};
+    use crate::replay::Replayer;
+    use crate::{AppliedInput, Keyframe, Membership, TickRecord};
+    use rewind_match::MatchConfig;
     use rewind_shared::map::default_assets_dir;
     use rewind_shared::protocol::{InputCmd, PlayerId};
 
@@ -225,6 +225,7 @@ mod tests {
             read("maps/arena.toml"),
             read("hitboxes.toml"),
             &MatchConfig::default(),
+            1,
             0,
         );
         let mut bytes = preamble().to_vec();

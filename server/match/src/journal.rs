@@ -1,27 +1,17 @@
-//! Match recordings: an append-only file per match that proves itself.
+//! The tick journal: what the match records about every tick (the file format's content).
 //!
-//! The match core writes a [`TickRecord`] for every tick (membership changes, the inputs
-//! applied with their arrival ticks, the inputs rejected and why, every shot and its verdict,
-//! respawns, and a hash of the resulting state) and a [`Keyframe`] (the full state) every few
-//! seconds. [`writer`] appends them off the tick thread; [`reader`] reads them back and finds
-//! where a damaged file stops being trustworthy; [`replay`] re-simulates from a keyframe and
-//! checks every tick's hash; [`review`] answers a reviewer's questions. The byte layout is in
-//! [`format`] and `docs/recording.md`.
+//! The match writes one [`TickRecord`] per tick (membership changes, the inputs applied with
+//! their arrival ticks, refused input counted per player and reason, every shot and its
+//! verdict, respawns, and the hash of the resulting state) and a [`Keyframe`] (the full state)
+//! when asked. A recording is these records, framed; a replay feeds them back to
+//! [`crate::Match::replay`]. Every size here is bounded by the match, not by what a peer sends.
 
-pub mod format;
-pub mod reader;
-pub mod replay;
-pub mod review;
-pub mod writer;
-
-use crate::game::{MatchConfig, ShotEvent};
-use crate::lagcomp::RewindPolicy;
+use crate::combat::ShotEvent;
 use rewind_shared::protocol::{InputCmd, PlayerId, Shot, ViewTime};
 use rewind_shared::sim::NetPlayer;
 use rewind_shared::snapshot::WorldSnapshot;
-use rewind_shared::{Tick, TickRate};
+use rewind_shared::Tick;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 /// A player entering or leaving, applied before the tick it is recorded with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,12 +102,44 @@ impl AppliedInput {
     }
 }
 
-/// An input the match refused, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RejectedInput {
+/// Why the server refused input from a player. Part of the file format: new reasons go at
+/// the end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RefusalReason {
+    /// The player's input buffer was full: the oldest buffered input was dropped (one per input).
+    BufferFull,
+    /// The server's per-connection input slot was full: whole datagrams were dropped before the
+    /// match saw them (one per datagram). Only a client sending far faster than the tick rate
+    /// fills it.
+    SlotFull,
+    /// A datagram carried more inputs than the protocol allows (the sender is disconnected).
+    TooManyInputs,
+    /// A datagram's sequence numbers were 0 or not ascending (the sender is disconnected).
+    BadSequence,
+    /// A datagram acknowledged a snapshot the server has not sent yet (the sender is disconnected).
+    AckFromFuture,
+}
+
+impl RefusalReason {
+    /// A short stable name, for counters and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusalReason::BufferFull => "buffer_full",
+            RefusalReason::SlotFull => "slot_full",
+            RefusalReason::TooManyInputs => "too_many_inputs",
+            RefusalReason::BadSequence => "bad_sequence",
+            RefusalReason::AckFromFuture => "ack_from_future",
+        }
+    }
+}
+
+/// How many times in one tick the server refused one player's input for one reason. A tick
+/// holds at most one entry per player and reason, whatever the player sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusals {
     pub player: PlayerId,
-    pub seq: u32,
-    pub reason: String,
+    pub reason: RefusalReason,
+    pub count: u32,
 }
 
 /// A shot's verdict. The full explanation (ray, view times, distance) is rebuilt by replaying
@@ -147,11 +169,32 @@ pub struct TickRecord {
     pub membership: Vec<Membership>,
     /// In the order they were applied (ascending player id, then sequence).
     pub inputs: Vec<AppliedInput>,
-    pub rejected: Vec<RejectedInput>,
+    /// Refused input, counted per player and reason (inputs for `BufferFull`, datagrams
+    /// otherwise), in the order first refused.
+    pub refused: Vec<Refusals>,
     pub shots: Vec<ShotVerdict>,
     pub respawns: Vec<PlayerId>,
-    /// [`crate::game::Match::state_hash`] after the tick.
+    /// [`crate::Match::state_hash`] after the tick.
     pub hash: u64,
+}
+
+impl TickRecord {
+    /// Counts `count` refusals of `player`'s input for `reason`: one entry per player and
+    /// reason per tick, so the record stays small whatever a peer sends.
+    pub fn refuse(&mut self, player: PlayerId, reason: RefusalReason, count: u32) {
+        match self
+            .refused
+            .iter_mut()
+            .find(|r| r.player == player && r.reason == reason)
+        {
+            Some(r) => r.count = r.count.saturating_add(count),
+            None => self.refused.push(Refusals {
+                player,
+                reason,
+                count,
+            }),
+        }
+    }
 }
 
 /// One player's full state in a keyframe.
@@ -178,147 +221,40 @@ pub struct Keyframe {
     pub history: Vec<WorldSnapshot>,
 }
 
-/// The match settings a replay needs, as recorded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordedSettings {
-    pub tick_rate_hz: u16,
-    pub max_players: u32,
-    pub input_buffer: u32,
-    pub catch_up_above: u32,
-    pub snapshot_history: u32,
-    pub lag_compensation: bool,
-    pub rewind_window_ms: u32,
-    pub view_tolerance_ms: u32,
-    pub clamp_old_shots: bool,
-    pub fire_cooldown_ms: u32,
-    pub respawn_ms: u32,
-}
-
-impl RecordedSettings {
-    pub fn of(c: &MatchConfig) -> RecordedSettings {
-        let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
-        RecordedSettings {
-            tick_rate_hz: c.tick_rate.hz(),
-            max_players: c.max_players as u32,
-            input_buffer: c.input_buffer as u32,
-            catch_up_above: c.catch_up_above as u32,
-            snapshot_history: c.snapshot_history as u32,
-            lag_compensation: c.rewind.enabled,
-            rewind_window_ms: ms(c.rewind.window),
-            view_tolerance_ms: ms(c.rewind.tolerance),
-            clamp_old_shots: c.rewind.clamp_old,
-            fire_cooldown_ms: ms(c.fire_cooldown),
-            respawn_ms: ms(c.respawn_delay),
-        }
-    }
-
-    /// The match configuration these settings describe.
-    pub fn config(&self) -> Result<MatchConfig, rewind_shared::tick::TickRateError> {
-        let ms = |n: u32| Duration::from_millis(u64::from(n));
-        Ok(MatchConfig {
-            tick_rate: TickRate::new(self.tick_rate_hz)?,
-            max_players: (self.max_players as usize).clamp(1, 1024),
-            input_buffer: (self.input_buffer as usize).clamp(1, 256),
-            catch_up_above: self.catch_up_above as usize,
-            snapshot_history: (self.snapshot_history as usize).clamp(1, 255),
-            rewind: RewindPolicy {
-                enabled: self.lag_compensation,
-                window: ms(self.rewind_window_ms).min(crate::lagcomp::MAX_WINDOW),
-                tolerance: ms(self.view_tolerance_ms),
-                clamp_old: self.clamp_old_shots,
-            },
-            fire_cooldown: ms(self.fire_cooldown_ms),
-            respawn_delay: ms(self.respawn_ms),
-        })
-    }
-}
-
-/// What the file starts with: everything needed to replay it without the server's files.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Header {
-    pub format_version: u16,
-    pub protocol_version: u16,
-    /// Hash of the protocol source this build speaks.
-    pub protocol_hash: u64,
-    /// This build's version and a hash of the simulation sources; replays are exact on the
-    /// same build id.
-    pub build_id: String,
-    /// The map file, verbatim.
-    pub map_toml: String,
-    /// The hitbox file, verbatim.
-    pub hitboxes_toml: String,
-    pub settings: RecordedSettings,
-    /// Reserved for randomness; the simulation uses none today.
-    pub seed: u64,
-    /// Wall-clock start of the match, ms since the Unix epoch (informational).
-    pub started_unix_ms: u64,
-}
-
-impl Header {
-    /// The header this build writes for a match with these assets and settings.
-    pub fn new(
-        map_toml: String,
-        hitboxes_toml: String,
-        config: &MatchConfig,
-        started_unix_ms: u64,
-    ) -> Header {
-        Header {
-            format_version: format::FORMAT_VERSION,
-            protocol_version: rewind_shared::protocol::PROTOCOL_VERSION,
-            protocol_hash: protocol_hash(),
-            build_id: build_id(),
-            map_toml,
-            hitboxes_toml,
-            settings: RecordedSettings::of(config),
-            seed: 0,
-            started_unix_ms,
-        }
-    }
-}
-
-/// Written last by a clean finish.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Footer {
-    pub first_tick: Tick,
-    pub last_tick: Tick,
-    pub ticks: u64,
-    /// Keyframe ticks and their byte offsets, for seeking.
-    pub keyframes: Vec<(Tick, u64)>,
-    /// Tick records the writer never got (its queue was full); a replay stops at the first gap.
-    pub dropped: u64,
-}
-
-/// Hash of the protocol source.
-pub fn protocol_hash() -> u64 {
-    xxhash_rust::xxh3::xxh3_64(include_str!("../../../shared/src/protocol.rs").as_bytes())
-}
-
-/// This build's identity for replays: crate version and a hash of every source that decides
-/// the simulation's outcome.
-pub fn build_id() -> String {
-    let sources = [
-        include_str!("../../../shared/src/sim.rs"),
-        include_str!("../../../shared/src/lagcomp.rs"),
-        include_str!("../../../shared/src/hitbox.rs"),
-        include_str!("../../../shared/src/map.rs"),
-        include_str!("../game.rs"),
-        include_str!("../lagcomp.rs"),
-    ];
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for s in sources {
-        h.update(s.as_bytes());
-    }
-    format!(
-        "rewind-server {} sim {:016x}",
-        env!("CARGO_PKG_VERSION"),
-        h.digest()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rewind_shared::protocol::buttons;
+
+    #[test]
+    fn refusals_are_counted_once_per_player_and_reason() {
+        let mut r = TickRecord::default();
+        for _ in 0..10_000 {
+            r.refuse(PlayerId(2), RefusalReason::BufferFull, 1);
+            r.refuse(PlayerId(3), RefusalReason::SlotFull, 4);
+        }
+        r.refuse(PlayerId(2), RefusalReason::BadSequence, 1);
+        assert_eq!(
+            r.refused,
+            vec![
+                Refusals {
+                    player: PlayerId(2),
+                    reason: RefusalReason::BufferFull,
+                    count: 10_000
+                },
+                Refusals {
+                    player: PlayerId(3),
+                    reason: RefusalReason::SlotFull,
+                    count: 40_000
+                },
+                Refusals {
+                    player: PlayerId(2),
+                    reason: RefusalReason::BadSequence,
+                    count: 1
+                },
+            ]
+        );
+    }
 
     #[test]
     fn applied_inputs_round_trip_through_their_compact_form_across_the_wrap() {

@@ -2,13 +2,12 @@
 //! file alone (re-judged by replaying the match up to it), the world at any tick, and a
 //! picture of a shot.
 
-use super::reader::Recording;
-use super::replay::{ReplayFailure, Replayer};
-use super::Membership;
-use super::ShotVerdict;
+use crate::reader::Recording;
+use crate::replay::{ReplayFailure, Replayer};
+use crate::{Membership, ShotVerdict};
 use glam::Vec3;
+use rewind_match::lagcomp::Rewind;
 use rewind_shared::hitbox::{Part, Posed};
-use rewind_shared::lagcomp::interpolate;
 use rewind_shared::protocol::{PlayerId, ShotOutcome};
 use rewind_shared::sim::{PlayerState, Stance};
 use rewind_shared::Tick;
@@ -57,7 +56,11 @@ pub struct Summary {
     pub finished_cleanly: bool,
     /// Where the readable part ends, if the file is damaged.
     pub damage: Option<String>,
-    pub build_id: String,
+    /// The program that wrote the file.
+    pub build: String,
+    /// The simulation rules it was recorded with.
+    pub sim_version: u32,
+    pub match_id: u32,
 }
 
 /// One line per shot.
@@ -235,7 +238,9 @@ pub fn summary(rec: &Recording) -> Summary {
         lag_compensation: s.lag_compensation,
         finished_cleanly: rec.footer.is_some() && rec.damage.is_none(),
         damage: rec.damage.as_ref().map(ToString::to_string),
-        build_id: rec.header.build_id.clone(),
+        build: rec.header.build.clone(),
+        sim_version: rec.header.sim_version,
+        match_id: rec.header.match_id,
     }
 }
 
@@ -281,7 +286,7 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
         .ticks_between(tick.minus(1), tick)
         .first()
         .ok_or(ReviewError::Lost(tick.0))?;
-    let replayed = m.replay_tick(record).map_err(|error| {
+    let replayed = m.replay(record).map_err(|error| {
         ReviewError::Replay(ReplayFailure::Replay {
             tick: tick.0,
             error,
@@ -295,33 +300,19 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
         .ok_or(ReviewError::Lost(tick.0))?;
     let names = names(rec);
     let hitboxes = *m.hitboxes();
+    // What the judge traced the shot through: the very same rewind, for every player.
     let mut rewound = Vec::new();
     if let Ok(check) = &shot.check {
         let h = m.history();
-        let a = h.get(check.used.tick);
-        let b = if check.used.frac == 0 {
-            a
-        } else {
-            h.get(check.used.tick.next())
-        };
-        if let (Some(a), Some(b), Some(now)) = (a, b, h.get(shot.tick)) {
-            for (id, nb) in &b.players {
-                if *id == shot.shooter {
-                    continue;
-                }
-                let Some(pose) = a
-                    .player(*id)
-                    .and_then(|na| interpolate(na, nb, check.used.fraction()))
-                else {
-                    continue;
-                };
+        if let (Some(rewind), Some(now)) = (Rewind::at(h, check.used), h.get(shot.tick)) {
+            for (id, pose) in rewind.players().filter(|(id, _)| *id != shot.shooter) {
                 let posed: Posed = hitboxes.pose(pose.pos, pose.yaw, pose.stance);
                 let actual = now
-                    .player(*id)
+                    .player(id)
                     .map_or(pose.pos, |n| PlayerState::from_net(n).pos);
                 rewound.push(RewoundPose {
                     id: id.0,
-                    name: names.get(id).cloned().unwrap_or_default(),
+                    name: names.get(&id).cloned().unwrap_or_default(),
                     pos: arr(pose.pos),
                     yaw: pose.yaw,
                     crouching: pose.stance == Stance::Crouching,

@@ -13,13 +13,13 @@
 //! keyframes come every few seconds; a clean finish ends with the footer. Every length is
 //! checked against a bound before anything is allocated.
 
-use super::{Footer, Header, Keyframe, TickRecord};
+use crate::{Footer, Header, Keyframe, TickRecord};
 use rewind_shared::codec::{self, CodecError};
 
 /// First bytes of every recording.
 pub const MAGIC: [u8; 8] = *b"RWNDMTCH";
 /// Bumped on any incompatible change of the layout or of the recorded types.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Bytes before the first frame.
 pub const PREAMBLE: usize = 10;
 /// Bytes of a frame before its kind.

@@ -1,8 +1,11 @@
 //! QUIC and TLS plumbing shared by the server and the bot clients: certificates, the
-//! game-tuned transport settings, endpoint configs and control-stream framing.
+//! game-tuned transport settings, endpoint configs, control-stream framing and close codes.
+//!
+//! Nothing here knows about matches or players: it turns a QUIC connection into framed
+//! control messages and datagrams, and back.
 
 use rewind_shared::codec::{self, CodecError};
-use rewind_shared::protocol::{ALPN, MAX_CONTROL_FRAME};
+use rewind_shared::protocol::{CloseCode, ALPN, MAX_CONTROL_FRAME};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{de::DeserializeOwned, Serialize};
@@ -237,6 +240,30 @@ pub async fn write_message<T: Serialize>(
     buf[..2].copy_from_slice(&(len as u16).to_le_bytes());
     send.write_all(&buf).await?;
     Ok(())
+}
+
+/// The QUIC application error code of a Rewind close code.
+pub fn close_code(code: CloseCode) -> quinn::VarInt {
+    quinn::VarInt::from_u32(code as u32)
+}
+
+/// Closes a connection with a Rewind close code and a readable reason.
+pub fn close(conn: &quinn::Connection, code: CloseCode, reason: &str) {
+    conn.close(close_code(code), reason.as_bytes());
+}
+
+/// Why a connection ended, as the peer told it: the Rewind close code (if the peer closed
+/// with one of ours) and the reason text, or the transport's own description.
+pub fn close_reason(e: &quinn::ConnectionError) -> (Option<CloseCode>, String) {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => (
+            u32::try_from(c.error_code.into_inner())
+                .ok()
+                .and_then(CloseCode::from_u32),
+            String::from_utf8_lossy(&c.reason).into_owned(),
+        ),
+        other => (None, other.to_string()),
+    }
 }
 
 #[cfg(test)]

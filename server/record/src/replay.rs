@@ -2,9 +2,9 @@
 //! check every tick against the recorded state hash and shot verdicts. A recording proves
 //! itself; a divergence names the tick and, where it can, the player.
 
-use super::reader::Recording;
-use super::{build_id, Keyframe, ShotVerdict};
-use crate::game::{Match, MatchConfig, ReplayError};
+use crate::reader::Recording;
+use crate::{Keyframe, ShotVerdict};
+use rewind_match::{Match, MatchConfig, ReplayError, SIM_VERSION};
 use rewind_shared::hitbox::Hitboxes;
 use rewind_shared::map::Map;
 use rewind_shared::protocol::PlayerId;
@@ -53,8 +53,9 @@ pub struct Replayer<'a> {
     pub config: MatchConfig,
     pub map: Arc<Map>,
     pub hitboxes: Hitboxes,
-    /// Set when the recording came from another build (a replay may then legitimately differ).
-    pub other_build: Option<String>,
+    /// Set when the recording was made with other simulation rules (a replay may then
+    /// legitimately differ): the recorded `SIM_VERSION`.
+    pub other_rules: Option<u32>,
 }
 
 impl<'a> Replayer<'a> {
@@ -67,13 +68,13 @@ impl<'a> Replayer<'a> {
             .settings
             .config()
             .map_err(|e| ReplayFailure::Settings(e.to_string()))?;
-        let other_build = (h.build_id != build_id()).then(|| h.build_id.clone());
+        let other_rules = (h.sim_version != SIM_VERSION).then_some(h.sim_version);
         Ok(Replayer {
             recording,
             config,
             map: Arc::new(map),
             hitboxes,
-            other_build,
+            other_rules,
         })
     }
 
@@ -97,7 +98,7 @@ impl<'a> Replayer<'a> {
         let kf = rec.keyframe_before(tick).ok_or(ReplayFailure::NoKeyframe)?;
         let mut m = self.restore(kf);
         for t in rec.ticks_between(kf.tick, tick) {
-            m.replay_tick(t).map_err(|error| ReplayFailure::Replay {
+            m.replay(t).map_err(|error| ReplayFailure::Replay {
                 tick: t.tick.0,
                 error,
             })?;
@@ -116,12 +117,10 @@ impl<'a> Replayer<'a> {
         let mut keyframes = rec.keyframes.iter().skip(1).peekable();
         let records = rec.ticks_between(first.tick, rec.last_tick().unwrap_or(first.tick));
         for (k, recorded) in records.iter().enumerate() {
-            let produced = m
-                .replay_tick(recorded)
-                .map_err(|error| ReplayFailure::Replay {
-                    tick: recorded.tick.0,
-                    error,
-                })?;
+            let produced = m.replay(recorded).map_err(|error| ReplayFailure::Replay {
+                tick: recorded.tick.0,
+                error,
+            })?;
             ticks += 1;
             shots += produced.shots.len() as u64;
             let verdicts = produced.shots.iter().map(ShotVerdict::from);
@@ -149,7 +148,7 @@ impl<'a> Replayer<'a> {
                             .iter()
                             .take_while(|t| !t.tick.is_after(kf.tick));
                         for t in upto {
-                            let _ = m.replay_tick(t);
+                            let _ = m.replay(t);
                         }
                         m.first_difference(kf)
                     }

@@ -1,0 +1,54 @@
+//! The settings of one match.
+
+use crate::lagcomp::RewindPolicy;
+use rewind_shared::TickRate;
+use std::time::Duration;
+
+/// Settings of one match. Every field documents its default and its trade-off.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MatchConfig {
+    /// Simulation and snapshot rate. Default 64 Hz; up to 128 Hz halves the time a client waits
+    /// for the next state and doubles CPU and bandwidth.
+    pub tick_rate: TickRate,
+    /// Most players at once. Default 64. Bounds the world, the snapshot size and the work per tick.
+    pub max_players: usize,
+    /// Inputs buffered per player, newest kept. Default 16 (a quarter second at 64 Hz): deeper
+    /// absorbs more jitter but a client that runs fast gains that much latency before inputs
+    /// are dropped.
+    pub input_buffer: usize,
+    /// Inputs a player may have buffered before the server applies two in one tick to catch up.
+    /// Default 2.
+    pub catch_up_above: usize,
+    /// Snapshots kept as delta baselines. Default 32 (half a second at 64 Hz): a client whose
+    /// acknowledgement is older than this gets a full snapshot.
+    pub snapshot_history: usize,
+    /// Lag compensation: on or off, rewind window, trust tolerance, clamp or reject.
+    pub rewind: RewindPolicy,
+    /// Shortest time between two shots of one player. Default 100 ms (600 rounds a minute).
+    pub fire_cooldown: Duration,
+    /// How long a killed player stays dead. Default 2 s; must exceed the rewind window so a
+    /// respawn is never interpolated.
+    pub respawn_delay: Duration,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        MatchConfig {
+            tick_rate: TickRate::DEFAULT,
+            max_players: 64,
+            input_buffer: 16,
+            catch_up_above: 2,
+            snapshot_history: 32,
+            rewind: RewindPolicy::default(),
+            fire_cooldown: Duration::from_millis(100),
+            respawn_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl MatchConfig {
+    /// Whole ticks covering `d` at this match's rate, rounded up.
+    pub fn ticks_of(&self, d: Duration) -> u32 {
+        (d.as_secs_f64() * f64::from(self.tick_rate.hz())).ceil() as u32
+    }
+}

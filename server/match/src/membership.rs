@@ -1,0 +1,109 @@
+//! Membership: players join and leave between ticks; both are announced to everyone and go
+//! into the next tick's journal record, so a replay makes the same changes at the same point.
+
+use crate::inputs::InputBuffer;
+use crate::journal::Membership;
+use crate::player::Player;
+use crate::Match;
+use rewind_shared::protocol::{PlayerId, ServerControl, MAX_NAME_BYTES};
+use rewind_shared::sim::PlayerState;
+use rewind_shared::Tick;
+use std::time::Duration;
+
+/// Why a join was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoinError {
+    #[error("the match is full: all {0} player slots are taken")]
+    Full(usize),
+    #[error("player name must be 1 to {MAX_NAME_BYTES} bytes without control characters")]
+    BadName,
+}
+
+/// Whether a player name is acceptable: 1 to [`MAX_NAME_BYTES`] bytes, no control characters.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_BYTES && !name.chars().any(char::is_control)
+}
+
+impl Match {
+    /// Adds a player at the next spawn point; `max_datagram` bounds the snapshots written for
+    /// them. Everyone is told, and the newcomer hears of everyone present (itself included).
+    pub fn join(&mut self, name: &str, max_datagram: usize) -> Result<PlayerId, JoinError> {
+        if !valid_name(name) {
+            return Err(JoinError::BadName);
+        }
+        if self.players.len() >= self.config.max_players {
+            return Err(JoinError::Full(self.config.max_players));
+        }
+        let id = self.allocate_id();
+        let spawn = self.next_spawn_point();
+        let player = Player {
+            id,
+            name: name.to_string(),
+            state: PlayerState::spawn(spawn.pos, spawn.yaw),
+            health: self.hitboxes.damage.health,
+            respawn_at: None,
+            next_fire: Tick::ZERO,
+            rtt: Duration::ZERO,
+            inputs: InputBuffer::new(self.config.input_buffer, 0, 0),
+            ack: None,
+            max_datagram,
+        };
+        let at = self.players.partition_point(|p| p.id < id);
+        self.players.insert(at, player);
+        for p in &self.players {
+            self.outputs.control.push_back((
+                id,
+                ServerControl::PlayerJoined {
+                    id: p.id,
+                    name: p.name.clone(),
+                },
+            ));
+            if p.id != id {
+                self.outputs.control.push_back((
+                    p.id,
+                    ServerControl::PlayerJoined {
+                        id,
+                        name: name.to_string(),
+                    },
+                ));
+            }
+        }
+        self.stats.joins += 1;
+        self.journal.membership.push(Membership::Join {
+            id,
+            name: name.to_string(),
+        });
+        Ok(id)
+    }
+
+    /// Removes a player and tells everyone; a no-op for an unknown id.
+    pub fn leave(&mut self, id: PlayerId) {
+        let Some(i) = self.index(id) else { return };
+        self.players.remove(i);
+        self.stats.leaves += 1;
+        self.journal.membership.push(Membership::Leave { id });
+        for p in &self.players {
+            self.outputs
+                .control
+                .push_back((p.id, ServerControl::PlayerLeft { id }));
+        }
+    }
+
+    /// Ids ascend and skip ids in use and 0, so a fresh id is never confused with a recent one.
+    fn allocate_id(&mut self) -> PlayerId {
+        loop {
+            let id = PlayerId(self.next_id);
+            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+            if self.index(id).is_none() {
+                return id;
+            }
+        }
+    }
+
+    /// The spawn points are used in turn, by joins and respawns alike.
+    pub(crate) fn next_spawn_point(&mut self) -> rewind_shared::map::Spawn {
+        let spawn = self.map.spawns[self.next_spawn % self.map.spawns.len()];
+        self.next_spawn = self.next_spawn.wrapping_add(1);
+        spawn
+    }
+}

@@ -1,0 +1,179 @@
+//! Scenario: a headshot on a strafing target, judged at the shooter's view time, recorded
+//! into memory; then explained and reproduced from the bytes alone.
+
+use glam::Vec3;
+use rewind_match::lagcomp::Rewind;
+use rewind_match::{Match, MatchConfig};
+use rewind_record::reader::Recording;
+use rewind_record::replay::Replayer;
+use rewind_record::review;
+use rewind_record::writer::RecordWriter;
+use rewind_record::Header;
+use rewind_shared::hitbox::{Hitboxes, Part};
+use rewind_shared::map::{default_assets_dir, Map};
+use rewind_shared::protocol::{
+    InputBatch, InputCmd, PlayerId, Shot, ShotOutcome, ViewTime, INTERP_DELAY_TICKS, MAX_DATAGRAM,
+};
+use rewind_shared::sim::{self, PlayerState};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const FIELD: &str = "name = \"field\"\nbounds = { min = [-40, 0, -40], max = [40, 10, 40] }\n[[spawn]]\npos = [0, 0, 0]\n";
+const RTT: Duration = Duration::from_millis(150);
+
+fn send(m: &mut Match, id: PlayerId, cmd: InputCmd) {
+    let batch = InputBatch {
+        ack: None,
+        inputs: vec![cmd],
+    };
+    m.receive(id, &batch).unwrap();
+}
+
+/// One tick: the target strafes, the shooter stands (or fires `shot`); returns the records.
+fn step(
+    m: &mut Match,
+    shooter: PlayerId,
+    target: PlayerId,
+    seq: u32,
+    shot: Option<Shot>,
+) -> Vec<rewind_record::TickRecord> {
+    let strafe = InputCmd {
+        seq,
+        move_right: -127,
+        yaw: 32_768,
+        ..InputCmd::default()
+    };
+    let (yaw, pitch) = shot.map_or((0, 0), |s| (s.yaw, s.pitch));
+    let stand = InputCmd {
+        seq,
+        yaw,
+        pitch,
+        shot,
+        ..InputCmd::default()
+    };
+    send(m, target, strafe);
+    send(m, shooter, stand);
+    m.tick();
+    while m.poll_datagram().is_some() || m.poll_control().is_some() || m.poll_event().is_some() {}
+    std::iter::from_fn(|| m.poll_record()).collect()
+}
+
+#[test]
+fn a_recorded_headshot_is_explained_from_the_file_alone() {
+    let hitboxes_toml =
+        std::fs::read_to_string(default_assets_dir().join("hitboxes.toml")).unwrap();
+    let hitboxes = Hitboxes::parse(&hitboxes_toml).unwrap();
+    let config = MatchConfig::default();
+    let mut m = Match::new(
+        config.clone(),
+        Arc::new(Map::parse(FIELD).unwrap()),
+        hitboxes,
+    );
+    // A shooter at the origin facing +x, 150 ms of RTT away; a target 20 m away, strafing.
+    // Placed by hand, so the recording starts from a keyframe taken after the placing.
+    let shooter = m.join("shooter", MAX_DATAGRAM).unwrap();
+    let target = m.join("target", MAX_DATAGRAM).unwrap();
+    m.teleport(shooter, PlayerState::spawn(Vec3::ZERO, 0));
+    m.teleport(
+        target,
+        PlayerState::spawn(Vec3::new(20.0, 0.0, -4.0), 32_768),
+    );
+    m.set_rtt(shooter, RTT);
+    let mut seq = 1;
+    step(&mut m, shooter, target, seq, None);
+    let header = Header::new(FIELD.into(), hitboxes_toml, &config, 1, 0);
+    let mut file = RecordWriter::new(Vec::new(), &header).unwrap();
+    file.keyframe(m.keyframe()).unwrap();
+    for _ in 0..40 {
+        seq += 1;
+        for r in step(&mut m, shooter, target, seq, None) {
+            file.tick(r).unwrap();
+        }
+    }
+    // The shooter's screen: 150 ms of RTT and two ticks of interpolation behind.
+    let behind =
+        RTT.as_secs_f64() * f64::from(config.tick_rate.hz()) + f64::from(INTERP_DELAY_TICKS);
+    let view = ViewTime {
+        tick: m.current_tick(),
+        frac: 0,
+    }
+    .offset(-behind);
+    let (_, pose) = Rewind::at(m.history(), view)
+        .unwrap()
+        .players()
+        .find(|(id, _)| *id == target)
+        .unwrap();
+    let head = m
+        .hitboxes()
+        .pose(pose.pos, pose.yaw, pose.stance)
+        .head
+        .center;
+    let s = m.state(shooter).unwrap();
+    let (yaw, pitch) = sim::aim(m.hitboxes().eye(s.pos, s.stance), head);
+    seq += 1;
+    for r in step(
+        &mut m,
+        shooter,
+        target,
+        seq,
+        Some(Shot { view, yaw, pitch }),
+    ) {
+        file.tick(r).unwrap();
+    }
+    for _ in 0..10 {
+        seq += 1;
+        for r in step(&mut m, shooter, target, seq, None) {
+            file.tick(r).unwrap();
+        }
+    }
+    let bytes = file.finish(0).unwrap();
+
+    // From here on only the bytes are used.
+    let rec = Recording::parse(Path::new("headshot.rwd"), &bytes).unwrap();
+    assert!(Replayer::new(&rec).unwrap().verify().unwrap().is_ok());
+    let line = review::shots(&rec)
+        .into_iter()
+        .find(|l| l.verdict == "headshot")
+        .expect("the headshot is listed");
+    let e = review::explain(&rec, line.index).unwrap();
+    assert!(e.reproduced, "the replay judges it a headshot again");
+    assert_eq!(
+        (e.verdict.as_str(), e.target, e.part),
+        ("headshot", Some(target.0), Some(Part::Head))
+    );
+    assert_eq!(e.claimed_view, view.to_string());
+    assert_eq!(
+        e.used_view.as_deref(),
+        Some(view.to_string().as_str()),
+        "judged at the claimed view time"
+    );
+    let rewound = e
+        .rewound
+        .iter()
+        .find(|p| p.id == target.0)
+        .expect("the target's rewound pose");
+    assert!(
+        Vec3::from(rewound.head.0).distance(head) < 1e-4,
+        "rewound head where the shooter saw it"
+    );
+    assert!(
+        Vec3::from(rewound.actual).distance(Vec3::from(rewound.pos)) > 0.9,
+        "the target had moved on"
+    );
+    assert!(matches!(
+        review::summary(&rec),
+        review::Summary { headshots: 1, .. }
+    ));
+    assert!(matches!(
+        rec.ticks
+            .iter()
+            .flat_map(|t| &t.shots)
+            .next()
+            .map(|s| s.outcome),
+        Some(ShotOutcome::Hit {
+            part: Part::Head,
+            ..
+        })
+    ));
+}

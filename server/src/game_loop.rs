@@ -1,0 +1,517 @@
+//! One match's fixed-rate tick loop: it owns the [`Match`], the sessions of its players and
+//! its recording, and runs on absolute deadlines until the match ends.
+//!
+//! Every tick, in this order: take the joins and leaves that arrived (at most a queue's
+//! worth); take each player's input slot, in player order; tell the match the links' RTT and
+//! datagram size; tick; hand the journal to the recorder; hand snapshots to QUIC (never
+//! awaiting) and reliable messages to each connection's bounded queue; then check whether the
+//! match starts or ends, and send the periodic statistics.
+
+use crate::host::{EndReason, Host, MatchReport};
+use crate::schedule::{Lateness, Schedule};
+use crate::session::InputSlot;
+use crate::stats::{Counters, TickHistogram};
+use rewind_match::{GameEvent, InputError, JoinError, Match};
+use rewind_record::writer::{Recorder, RecorderConfig};
+use rewind_record::Header;
+use rewind_shared::protocol::{
+    CloseCode, InputBatch, PlayerId, ServerControl, StatsReport, Welcome, MAX_DATAGRAM,
+};
+use rewind_transport::close;
+use slotmap::SlotMap;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+slotmap::new_key_type! {
+    /// A connection's place in its match; stale after the player leaves.
+    pub(crate) struct SessionKey;
+}
+
+/// What a connection asks of its match.
+pub(crate) enum Command {
+    Join {
+        name: String,
+        max_datagram: usize,
+        conn: quinn::Connection,
+        control: mpsc::Sender<ServerControl>,
+        slot: Arc<InputSlot>,
+        reply: oneshot::Sender<Result<Joined, Refused>>,
+    },
+    Leave {
+        session: SessionKey,
+    },
+}
+
+pub(crate) struct Joined {
+    pub session: SessionKey,
+    pub welcome: Welcome,
+}
+
+/// Why a match did not take a player.
+pub(crate) enum Refused {
+    Join(JoinError),
+    /// The match ended before the join arrived; another match may take the player.
+    Ended,
+}
+
+struct Session {
+    player: PlayerId,
+    conn: quinn::Connection,
+    control: mpsc::Sender<ServerControl>,
+    slot: Arc<InputSlot>,
+}
+
+/// Runs match `id` until it ends, then finishes its recording and files its report.
+pub(crate) async fn run(id: u32, host: Arc<Host>, commands: mpsc::Receiver<Command>) {
+    let span = info_span!("match", id);
+    async move {
+        let bp = host.blueprint().clone();
+        let game = Match::new(bp.match_config.clone(), bp.map.clone(), bp.hitboxes);
+        let (recorder, mut recording_error) = match open_recorder(&host, id).await {
+            Ok(r) => (r, None),
+            Err(e) => {
+                warn!(error = %e, "the match is not recorded");
+                (None, Some(e))
+            }
+        };
+        if let Some(r) = &recorder {
+            r.keyframe(game.keyframe());
+        }
+        info!(
+            map = %game.map().name,
+            tick_rate_hz = game.config().tick_rate.hz(),
+            size = bp.rules.size,
+            "match opened"
+        );
+        let mut hosted = Hosted {
+            id,
+            host: host.clone(),
+            game,
+            commands,
+            sessions: SlotMap::with_key(),
+            by_player: BTreeMap::new(),
+            recorder,
+            opened: Instant::now(),
+            started: None,
+            had_players: false,
+            peak_players: 0,
+            ticks: TickHistogram::default(),
+            period: TickHistogram::default(),
+            last_stats: Instant::now(),
+            batches: Vec::new(),
+        };
+        let ended = hosted.run().await;
+        let seconds = hosted.opened.elapsed().as_secs_f64();
+        let recording = match hosted.recorder.take() {
+            Some(r) => match tokio::task::spawn_blocking(move || r.finish()).await {
+                Ok(Ok(path)) => Some(path),
+                Ok(Err(e)) => {
+                    recording_error = Some(e.to_string());
+                    None
+                }
+                Err(e) => {
+                    recording_error = Some(e.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
+        match &recording_error {
+            Some(e) => warn!(error = %e, "the recording could not be finished"),
+            None => {
+                if let Some(path) = &recording {
+                    info!(path = %path.display(), "recording finished");
+                }
+            }
+        }
+        let report = MatchReport {
+            id,
+            ended,
+            seconds,
+            peak_players: hosted.peak_players,
+            ticks: hosted.ticks.read(),
+            game: hosted.game.stats(),
+            recording,
+            recording_error,
+        };
+        info!(?ended, ticks = %report.ticks, "match ended");
+        host.finished(report, &hosted.ticks);
+    }
+    .instrument(span)
+    .await
+}
+
+/// Creates the match's recording file (off the runtime's threads: it touches the disk).
+async fn open_recorder(host: &Host, id: u32) -> Result<Option<Recorder>, String> {
+    let bp = host.blueprint();
+    let Some(rec) = &bp.recording else {
+        return Ok(None);
+    };
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let header = Header::new(
+        rec.map_toml.clone(),
+        rec.hitboxes_toml.clone(),
+        &bp.match_config,
+        id,
+        started.as_millis() as u64,
+    );
+    let name = format!("match-{id}-{}-{}", started.as_millis(), std::process::id());
+    let config = RecorderConfig::new(&rec.dir);
+    tokio::task::spawn_blocking(move || Recorder::create(&config, &name, &header))
+        .await
+        .map_err(|e| e.to_string())?
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// A match and everything its tick loop keeps.
+struct Hosted {
+    id: u32,
+    host: Arc<Host>,
+    game: Match,
+    commands: mpsc::Receiver<Command>,
+    sessions: SlotMap<SessionKey, Session>,
+    /// Sessions in player order: inputs are taken in this order every tick.
+    by_player: BTreeMap<PlayerId, SessionKey>,
+    recorder: Option<Recorder>,
+    opened: Instant,
+    /// When the match started (it was full, or the start wait passed).
+    started: Option<Instant>,
+    had_players: bool,
+    peak_players: usize,
+    ticks: TickHistogram,
+    /// Tick times since the last statistics message.
+    period: TickHistogram,
+    last_stats: Instant,
+    /// Reused buffer of input datagrams taken from a slot.
+    batches: Vec<InputBatch>,
+}
+
+impl Hosted {
+    fn counters(&self) -> &Counters {
+        self.host.counters()
+    }
+
+    async fn run(&mut self) -> EndReason {
+        let bp = self.host.blueprint().clone();
+        let interval = self.game.config().tick_rate.interval();
+        let mut schedule = Schedule::new(Instant::now(), interval);
+        let cancel = self.host.cancel().clone();
+        let ended = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break EndReason::Shutdown,
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(schedule.deadline())) => {}
+            }
+            let busy_since = Instant::now();
+            self.take_commands();
+            self.take_inputs();
+            self.update_links();
+            self.game.tick();
+            self.record(bp.recording.as_ref().map(|r| r.keyframe_every));
+            self.flush();
+            Counters::bump(&self.counters().ticks);
+            if let Some(reason) = self.phase() {
+                break reason;
+            }
+            if let Some(every) = bp.stats_interval {
+                if self.last_stats.elapsed() >= every {
+                    self.send_stats();
+                }
+            }
+            let busy = busy_since.elapsed();
+            self.ticks.record(busy);
+            self.period.record(busy);
+            match schedule.advance(Instant::now()) {
+                Lateness::OnTime => {}
+                Lateness::Overrun => {
+                    self.ticks.overruns += 1;
+                    self.period.overruns += 1;
+                    Counters::bump(&self.counters().tick_overruns);
+                }
+                Lateness::Skipped(behind) => {
+                    self.ticks.overruns += 1;
+                    self.ticks.skipped += behind;
+                    Counters::bump(&self.counters().tick_overruns);
+                    Counters::add(&self.counters().ticks_skipped, behind);
+                    warn!(behind, "tick loop fell behind; skipping ahead");
+                }
+            }
+        };
+        self.host.close(self.id);
+        // Joins that were on their way go to another match.
+        self.commands.close();
+        while let Ok(cmd) = self.commands.try_recv() {
+            if let Command::Join { reply, .. } = cmd {
+                let _ = reply.send(Err(Refused::Ended));
+            }
+        }
+        let (code, why) = match ended {
+            EndReason::Shutdown => (CloseCode::ServerShutdown, "server shutting down".into()),
+            EndReason::Length => (
+                CloseCode::MatchOver,
+                format!(
+                    "the match is over: it reached its {} s length",
+                    bp.rules.length.unwrap_or_default().as_secs()
+                ),
+            ),
+            EndReason::Empty => (CloseCode::Normal, "the match is over".into()),
+        };
+        let keys: Vec<SessionKey> = self.sessions.keys().collect();
+        for key in keys {
+            if let Some(s) = self.sessions.get(key) {
+                close(&s.conn, code, &why);
+            }
+            self.drop_session(key);
+        }
+        ended
+    }
+
+    /// Joins and leaves, at most a queue's worth per tick.
+    fn take_commands(&mut self) {
+        for _ in 0..self.host.blueprint().command_queue {
+            let Ok(cmd) = self.commands.try_recv() else {
+                break;
+            };
+            match cmd {
+                Command::Join {
+                    name,
+                    max_datagram,
+                    conn,
+                    control,
+                    slot,
+                    reply,
+                } => {
+                    let joined = self.game.join(&name, max_datagram).map(|player| {
+                        let session = self.sessions.insert(Session {
+                            player,
+                            conn,
+                            control,
+                            slot,
+                        });
+                        self.by_player.insert(player, session);
+                        self.had_players = true;
+                        self.peak_players = self.peak_players.max(self.by_player.len());
+                        Counters::bump(&self.counters().players);
+                        Joined {
+                            session,
+                            welcome: Welcome {
+                                player_id: player,
+                                match_id: self.id,
+                                tick_rate_hz: self.game.config().tick_rate.hz(),
+                                map: self.game.map().name.clone(),
+                                server_tick: self.game.current_tick(),
+                            },
+                        }
+                    });
+                    if let Err(Ok(joined)) = reply.send(joined.map_err(Refused::Join)) {
+                        // The connection task is gone already.
+                        self.drop_session(joined.session);
+                    }
+                }
+                Command::Leave { session } => self.drop_session(session),
+            }
+        }
+    }
+
+    /// Each player's input slot, in player order; a protocol violation closes that player.
+    fn take_inputs(&mut self) {
+        let mut kicked: Vec<(SessionKey, InputError)> = Vec::new();
+        for (&player, &key) in &self.by_player {
+            let Some(s) = self.sessions.get(key) else {
+                continue;
+            };
+            let dropped = s.slot.take(&mut self.batches);
+            self.game.note_dropped(player, dropped);
+            for batch in self.batches.drain(..) {
+                if let Err(e) = self.game.receive(player, &batch) {
+                    kicked.push((key, e));
+                    break;
+                }
+            }
+            self.batches.clear();
+        }
+        for (key, why) in kicked {
+            if let Some(s) = self.sessions.get(key) {
+                Counters::bump(&self.counters().peer_errors);
+                debug!(player = %s.player, error = %why, "protocol violation");
+                close(&s.conn, CloseCode::Malformed, &why.to_string());
+            }
+            self.drop_session(key);
+        }
+    }
+
+    fn update_links(&mut self) {
+        for s in self.sessions.values() {
+            let max = s.conn.max_datagram_size().unwrap_or(0).min(MAX_DATAGRAM);
+            self.game.set_max_datagram(s.player, max);
+            self.game.set_rtt(s.player, s.conn.rtt());
+        }
+    }
+
+    /// Hands the tick's journal (and every so often a keyframe) to the recorder.
+    fn record(&mut self, keyframe_every: Option<u32>) {
+        while let Some(record) = self.game.poll_record() {
+            if let Some(r) = &self.recorder {
+                if !r.tick(record) {
+                    Counters::bump(&self.host.counters().records_dropped);
+                }
+            }
+        }
+        if let (Some(r), Some(every)) = (&self.recorder, keyframe_every) {
+            if self.game.current_tick().0 % every.max(1) == 0 && !r.keyframe(self.game.keyframe()) {
+                Counters::bump(&self.host.counters().records_dropped);
+            }
+        }
+    }
+
+    /// Hands the match's outputs to QUIC without waiting.
+    fn flush(&mut self) {
+        while let Some(event) = self.game.poll_event() {
+            log_event(&event);
+        }
+        let counters = self.host.counters().clone();
+        while let Some((player, bytes)) = self.game.poll_datagram() {
+            let Some(s) = self.session_of(player) else {
+                continue;
+            };
+            let len = bytes.len() as u64;
+            match s.conn.send_datagram(bytes.into()) {
+                Ok(()) => {
+                    Counters::bump(&counters.datagrams_sent);
+                    Counters::add(&counters.datagram_bytes_sent, len);
+                }
+                Err(e) => {
+                    Counters::bump(&counters.datagram_send_failed);
+                    debug!(%player, error = %e, "snapshot not sent");
+                }
+            }
+        }
+        let mut slow = Vec::new();
+        while let Some((player, msg)) = self.game.poll_control() {
+            self.send_control(player, msg, &mut slow);
+        }
+        self.drop_slow(slow);
+    }
+
+    fn session_of(&self, player: PlayerId) -> Option<&Session> {
+        self.by_player
+            .get(&player)
+            .and_then(|k| self.sessions.get(*k))
+    }
+
+    fn send_control(&self, player: PlayerId, msg: ServerControl, slow: &mut Vec<SessionKey>) {
+        let Some(&key) = self.by_player.get(&player) else {
+            return;
+        };
+        if let Some(s) = self.sessions.get(key) {
+            if s.control.try_send(msg).is_err() && !slow.contains(&key) {
+                slow.push(key);
+            }
+        }
+    }
+
+    fn drop_slow(&mut self, slow: Vec<SessionKey>) {
+        for key in slow {
+            if let Some(s) = self.sessions.get(key) {
+                Counters::bump(&self.counters().too_slow);
+                close(
+                    &s.conn,
+                    CloseCode::TooSlow,
+                    "reliable message queue overflowed",
+                );
+            }
+            self.drop_session(key);
+        }
+    }
+
+    /// Starts the match when it is full or its wait is over; ends it when its length is up
+    /// or its last player left.
+    fn phase(&mut self) -> Option<EndReason> {
+        let rules = &self.host.blueprint().rules;
+        let players = self.by_player.len();
+        if self.started.is_none()
+            && (players >= rules.size || self.opened.elapsed() >= rules.start_wait)
+        {
+            self.started = Some(Instant::now());
+            info!(players, "match started");
+            if !rules.late_join {
+                self.host.stop_accepting(self.id);
+            }
+        }
+        if let (Some(started), Some(length)) = (self.started, rules.length) {
+            if started.elapsed() >= length {
+                return Some(EndReason::Length);
+            }
+        }
+        if rules.end_when_empty
+            && self.had_players
+            && players == 0
+            && self.host.close_if_vacant(self.id)
+        {
+            return Some(EndReason::Empty);
+        }
+        None
+    }
+
+    /// Tells every player how the match and the server are doing.
+    fn send_stats(&mut self) {
+        let t = self.period.read();
+        let server = self.host.counters().read();
+        let clamp = |n: u64| n.min(u64::from(u32::MAX)) as u32;
+        let report = StatsReport {
+            match_id: self.id,
+            tick: self.game.current_tick(),
+            players: self.by_player.len().min(usize::from(u16::MAX)) as u16,
+            tick_p50_us: clamp(t.p50_us),
+            tick_p99_us: clamp(t.p99_us),
+            tick_max_us: clamp(t.max_us),
+            overruns: clamp(self.ticks.overruns),
+            server_matches: server.matches.min(u64::from(u16::MAX)) as u16,
+            server_players: clamp(server.players),
+        };
+        let mut slow = Vec::new();
+        let players: Vec<PlayerId> = self.by_player.keys().copied().collect();
+        for player in players {
+            self.send_control(player, ServerControl::Stats(report.clone()), &mut slow);
+        }
+        self.drop_slow(slow);
+        self.period.reset();
+        self.last_stats = Instant::now();
+    }
+
+    fn drop_session(&mut self, key: SessionKey) {
+        if let Some(s) = self.sessions.remove(key) {
+            self.by_player.remove(&s.player);
+            self.game.leave(s.player);
+            Counters::drop_one(&self.counters().players);
+        }
+    }
+}
+
+/// Every decision goes to the log at debug level (recording them is the recorder's job).
+fn log_event(event: &GameEvent) {
+    match event {
+        GameEvent::Shot(s) => match &s.check {
+            Ok(c) => debug!(
+                tick = s.tick.0,
+                shooter = %s.shooter,
+                seq = s.seq,
+                claimed = %c.claimed,
+                estimate = %c.estimate,
+                used = %c.used,
+                clamped = c.clamped,
+                outcome = ?s.outcome,
+                "shot judged"
+            ),
+            Err(reason) => {
+                debug!(tick = s.tick.0, shooter = %s.shooter, seq = s.seq, %reason, "shot rejected")
+            }
+        },
+        GameEvent::Respawn { tick, player } => debug!(tick = tick.0, %player, "respawn"),
+    }
+}

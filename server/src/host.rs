@@ -1,0 +1,296 @@
+//! The match host: many matches in one process. It seats each joining player in a match,
+//! opens a new match when every running one is full, and keeps the report of every match that
+//! ended.
+//!
+//! Seats are counted here, under one lock, from the moment a connection is assigned until it
+//! ends, so a match never gets more players than it has seats and never ends while a player
+//! is on the way to it. Each match runs its own tick loop task ([`crate::game_loop`]); on the
+//! multi-threaded runtime the ticks of different matches run in parallel on every core.
+
+use crate::game_loop::{self, Command};
+use crate::stats::{Counters, TickHistogram, TickTimes};
+use rewind_match::{MatchConfig, MatchStats};
+use rewind_shared::hitbox::Hitboxes;
+use rewind_shared::map::Map;
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Reports of ended matches kept for [`Host::reports`] (the totals count every match).
+const REPORTS_KEPT: usize = 1024;
+
+/// When matches start, stop taking players, and end.
+#[derive(Clone, Debug)]
+pub(crate) struct Rules {
+    pub size: usize,
+    pub max_matches: usize,
+    pub start_wait: Duration,
+    pub length: Option<Duration>,
+    pub late_join: bool,
+    pub end_when_empty: bool,
+}
+
+/// What every match of this server is made from.
+pub(crate) struct Blueprint {
+    pub match_config: MatchConfig,
+    pub map: Arc<Map>,
+    pub hitboxes: Hitboxes,
+    /// Where recordings go, and the map and hitbox files verbatim for their headers.
+    pub recording: Option<Recording>,
+    pub rules: Rules,
+    pub stats_interval: Option<Duration>,
+    pub command_queue: usize,
+}
+
+pub(crate) struct Recording {
+    pub dir: PathBuf,
+    pub map_toml: String,
+    pub hitboxes_toml: String,
+    /// Ticks between keyframes.
+    pub keyframe_every: u32,
+}
+
+/// Why a match ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// It reached its configured length.
+    Length,
+    /// Its last player left.
+    Empty,
+    /// The server shut down.
+    Shutdown,
+}
+
+/// What one match did, from its opening to its end.
+#[derive(Clone, Debug, Serialize)]
+pub struct MatchReport {
+    pub id: u32,
+    pub ended: EndReason,
+    /// Seconds from opening to end.
+    pub seconds: f64,
+    /// Most players at once.
+    pub peak_players: usize,
+    pub ticks: TickTimes,
+    #[serde(rename = "match")]
+    pub game: MatchStats,
+    /// The finished recording, if the match was recorded.
+    pub recording: Option<PathBuf>,
+    /// Why the recording could not be made or finished, if it could not.
+    pub recording_error: Option<String>,
+}
+
+/// Why a player could not be seated.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AssignError {
+    #[error("every match is full ({running} of at most {max} running, {size} players a match)")]
+    Full {
+        running: usize,
+        max: usize,
+        size: usize,
+    },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// A player's seat in a match, held by its connection task until the connection ends.
+pub(crate) struct Seat {
+    host: Arc<Host>,
+    pub match_id: u32,
+    pub commands: mpsc::Sender<Command>,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut state = self.host.lock();
+        if let Some(m) = state.running.iter_mut().find(|m| m.id == self.match_id) {
+            m.seats = m.seats.saturating_sub(1);
+        }
+    }
+}
+
+struct Running {
+    id: u32,
+    /// Players in the match plus players on their way to it.
+    seats: usize,
+    accepting: bool,
+    commands: mpsc::Sender<Command>,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u32,
+    running: Vec<Running>,
+    tasks: Vec<JoinHandle<()>>,
+    reports: VecDeque<MatchReport>,
+    totals: Totals,
+}
+
+/// Every ended match, summed.
+#[derive(Default)]
+struct Totals {
+    matches: u64,
+    game: MatchStats,
+    ticks: TickHistogram,
+}
+
+pub(crate) struct Host {
+    blueprint: Arc<Blueprint>,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+    state: Mutex<State>,
+}
+
+impl Host {
+    pub fn new(
+        blueprint: Blueprint,
+        counters: Arc<Counters>,
+        cancel: CancellationToken,
+    ) -> Arc<Host> {
+        Arc::new(Host {
+            blueprint: Arc::new(blueprint),
+            counters,
+            cancel,
+            state: Mutex::new(State {
+                next_id: 1,
+                ..State::default()
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; a poisoned state is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn blueprint(&self) -> &Arc<Blueprint> {
+        &self.blueprint
+    }
+
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    pub fn cancel(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Seats a player: in the oldest running match that takes players and has a free seat,
+    /// else in a new match if fewer than the most allowed are running.
+    pub fn assign(self: &Arc<Self>) -> Result<Seat, AssignError> {
+        let rules = &self.blueprint.rules;
+        let mut state = self.lock();
+        if self.cancel.is_cancelled() {
+            return Err(AssignError::ShuttingDown);
+        }
+        let seat = |m: &mut Running| {
+            m.seats += 1;
+            Seat {
+                host: self.clone(),
+                match_id: m.id,
+                commands: m.commands.clone(),
+            }
+        };
+        if let Some(m) = state
+            .running
+            .iter_mut()
+            .find(|m| m.accepting && m.seats < rules.size)
+        {
+            return Ok(seat(m));
+        }
+        if state.running.len() >= rules.max_matches {
+            return Err(AssignError::Full {
+                running: state.running.len(),
+                max: rules.max_matches,
+                size: rules.size,
+            });
+        }
+        let id = state.next_id;
+        state.next_id = state.next_id.wrapping_add(1).max(1);
+        let (tx, rx) = mpsc::channel(self.blueprint.command_queue);
+        state.tasks.retain(|t| !t.is_finished());
+        state
+            .tasks
+            .push(tokio::spawn(game_loop::run(id, self.clone(), rx)));
+        Counters::bump(&self.counters.matches_opened);
+        Counters::bump(&self.counters.matches);
+        state.running.push(Running {
+            id,
+            seats: 0,
+            accepting: true,
+            commands: tx,
+        });
+        let last = state.running.len() - 1;
+        Ok(seat(&mut state.running[last]))
+    }
+
+    /// The match takes no more players (it started and late joins are off).
+    pub fn stop_accepting(&self, id: u32) {
+        if let Some(m) = self.lock().running.iter_mut().find(|m| m.id == id) {
+            m.accepting = false;
+        }
+    }
+
+    /// Ends the match's time on the host if nobody holds a seat in it; `false` if a player
+    /// is on the way (the match goes on).
+    pub fn close_if_vacant(&self, id: u32) -> bool {
+        let mut state = self.lock();
+        let vacant = state
+            .running
+            .iter()
+            .find(|m| m.id == id)
+            .is_none_or(|m| m.seats == 0);
+        if vacant {
+            state.running.retain(|m| m.id != id);
+        }
+        vacant
+    }
+
+    /// The match takes no more players, whoever holds a seat (its length is up, or shutdown).
+    pub fn close(&self, id: u32) {
+        self.lock().running.retain(|m| m.id != id);
+    }
+
+    /// Keeps an ended match's report.
+    pub fn finished(&self, report: MatchReport, ticks: &TickHistogram) {
+        Counters::bump(&self.counters.matches_ended);
+        Counters::drop_one(&self.counters.matches);
+        let mut state = self.lock();
+        state.totals.matches += 1;
+        state.totals.game += report.game;
+        state.totals.ticks.merge(ticks);
+        if state.reports.len() == REPORTS_KEPT {
+            state.reports.pop_front();
+        }
+        state.reports.push_back(report);
+    }
+
+    /// Reports of the matches that ended so far, oldest first (the last 1024).
+    pub fn reports(&self) -> Vec<MatchReport> {
+        self.lock().reports.iter().cloned().collect()
+    }
+
+    /// Matches ended so far, their stats summed, and their tick times merged.
+    pub fn totals(&self) -> (u64, MatchStats, TickTimes) {
+        let state = self.lock();
+        (
+            state.totals.matches,
+            state.totals.game,
+            state.totals.ticks.read(),
+        )
+    }
+
+    /// Stops seating players, ends every match and waits for their reports.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        let tasks = std::mem::take(&mut self.lock().tasks);
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
