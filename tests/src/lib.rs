@@ -85,13 +85,18 @@ pub async fn connect_with_alpn(
 
 /// Connects, opens the control stream and sends `hello` (encoded by the codec).
 pub async fn raw_hello(server: &Server, hello: &Hello) -> RawClient {
+    raw_hello_with(server, hello, &TransportSettings::default()).await
+}
+
+/// [`raw_hello`] with other transport settings (a flooder wants a big datagram buffer).
+pub async fn raw_hello_with(
+    server: &Server,
+    hello: &Hello,
+    settings: &TransportSettings,
+) -> RawClient {
     let mut endpoint =
         quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client endpoint");
-    let config = transport::client_config(
-        &[server.certificate().clone()],
-        &TransportSettings::default(),
-    )
-    .unwrap();
+    let config = transport::client_config(&[server.certificate().clone()], settings).unwrap();
     endpoint.set_default_client_config(config);
     let conn = endpoint
         .connect(server.local_addr(), "localhost")
