@@ -20,6 +20,12 @@ struct Args {
     /// Server tick rate, Hz.
     #[arg(long, default_value_t = 64)]
     tick_rate: u16,
+    /// Most matches the server runs at once (bots fill them in turn).
+    #[arg(long, default_value_t = 1)]
+    matches: usize,
+    /// Players per match.
+    #[arg(long, default_value_t = 64)]
+    match_size: usize,
     /// Print the bots' report as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -43,6 +49,8 @@ async fn main() -> anyhow::Result<()> {
     let config = ServerConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         tick_rate_hz: args.tick_rate,
+        max_matches: args.matches,
+        match_size: args.match_size,
         lag_compensation: !args.no_lag_compensation,
         record_dir: (!args.no_record).then(|| args.record_dir.clone()),
         dev_cert_out: Some(
