@@ -179,6 +179,17 @@ pub struct TickRecord {
 }
 
 impl TickRecord {
+    /// Empties the record, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.tick = Tick::ZERO;
+        self.membership.clear();
+        self.inputs.clear();
+        self.refused.clear();
+        self.shots.clear();
+        self.respawns.clear();
+        self.hash = 0;
+    }
+
     /// Counts `count` refusals of `player`'s input for `reason`: one entry per player and
     /// reason per tick, so the record stays small whatever a peer sends.
     pub fn refuse(&mut self, player: PlayerId, reason: RefusalReason, count: u32) {

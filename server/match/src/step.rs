@@ -125,6 +125,12 @@ impl Match {
         let hash = self.advance(&mut source);
         let stray = source.inputs.get(source.cursor).map(|a| a.player);
         self.outputs.control.clear();
+        // The record this tick produced equals the recorded one; its buffers serve the next
+        // tick's journal, so a long replay does not allocate a record per tick.
+        if let Some(mut record) = self.outputs.records.pop_back() {
+            record.clear();
+            self.journal = record;
+        }
         self.outputs.records.clear();
         let shots = self
             .outputs
