@@ -95,7 +95,8 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                 return print_json(&s);
             }
             say!(
-                "map {}, {} Hz, ticks {}..={} ({:.1} s), lag compensation {}",
+                "match {}, map {}, {} Hz, ticks {}..={} ({:.1} s), lag compensation {}",
+                s.match_id,
                 s.map,
                 s.tick_rate_hz,
                 s.first_tick,

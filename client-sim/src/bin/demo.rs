@@ -114,10 +114,14 @@ async fn main() -> anyhow::Result<()> {
     for e in server_report.recording_errors() {
         eprintln!("the recording could not be finished: {e}");
     }
-    for path in server_report.recordings().filter(|_| !args.json) {
-        let p = path.display();
-        println!("\n== recording ==\n{p}");
-        println!("review it (add --json to any of these):");
+    let recordings: Vec<_> = server_report.recordings().collect();
+    if let (Some(first), false) = (recordings.first(), args.json) {
+        println!("\n== recordings ==");
+        for path in &recordings {
+            println!("{}", path.display());
+        }
+        let p = first.display();
+        println!("review one (add --json to any of these):");
         println!("  cargo run --release -p rewind-server -- verify {p}");
         println!("  cargo run --release -p rewind-server -- review {p} summary");
         println!("  cargo run --release -p rewind-server -- review {p} shots");
