@@ -37,6 +37,15 @@ pub async fn start_server(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
     server
 }
 
+/// `n` bots playing `seconds` against `server` (trusting its certificate).
+pub fn bots(server: &Server, n: usize, seconds: f64) -> client_sim::SimConfig {
+    let mut cfg =
+        client_sim::SimConfig::new(server.local_addr(), vec![server.certificate().clone()]);
+    cfg.bots = n;
+    cfg.duration = Duration::from_secs_f64(seconds);
+    cfg
+}
+
 /// A fresh, empty folder under the system temp folder.
 pub fn temp_dir(label: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(

@@ -1,7 +1,6 @@
 //! The match host: many matches in one process, their rules, and fairness between the
 //! connections of a match.
 
-use client_sim::SimConfig;
 use rewind_record::reader::Recording;
 use rewind_record::replay::Replayer;
 use rewind_record::review;
@@ -10,17 +9,10 @@ use rewind_server::{EndReason, Server};
 use rewind_shared::codec;
 use rewind_shared::protocol::{ClientDatagram, InputBatch, InputCmd, PlayerId, ServerControl};
 use rewind_shared::Tick;
-use rewind_tests::{hello, raw_hello_with, start_server, temp_dir};
+use rewind_tests::{bots, hello, raw_hello_with, start_server, temp_dir};
 use rewind_transport::TransportSettings;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-fn bots(server: &Server, n: usize, seconds: f64) -> SimConfig {
-    let mut cfg = SimConfig::new(server.local_addr(), vec![server.certificate().clone()]);
-    cfg.bots = n;
-    cfg.duration = Duration::from_secs_f64(seconds);
-    cfg
-}
 
 /// Waits (at most 5 s) until `n` matches have ended.
 async fn ended(server: &Server, n: usize) {

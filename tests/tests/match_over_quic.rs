@@ -1,19 +1,10 @@
 //! A real server and real bots over QUIC on loopback, plus clients that misbehave.
 
-use client_sim::SimConfig;
-use rewind_server::Server;
 use rewind_shared::protocol::{
     ClientDatagram, CloseCode, Hello, InputBatch, InputCmd, ServerControl, PROTOCOL_VERSION,
 };
-use rewind_tests::{connect_with_alpn, hello, raw_hello, start_server};
+use rewind_tests::{bots, connect_with_alpn, hello, raw_hello, start_server};
 use std::time::Duration;
-
-fn bots(server: &Server, n: usize, seconds: f64) -> SimConfig {
-    let mut cfg = SimConfig::new(server.local_addr(), vec![server.certificate().clone()]);
-    cfg.bots = n;
-    cfg.duration = Duration::from_secs_f64(seconds);
-    cfg
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bots_play_a_match_and_the_server_follows_their_inputs() {

@@ -1,12 +1,10 @@
 //! A real match of bots over QUIC, recorded, read back, replayed and verified; then damaged.
 
-use client_sim::SimConfig;
 use rewind_record::reader::Recording;
 use rewind_record::replay::Replayer;
 use rewind_record::review;
 use rewind_shared::protocol::ShotOutcome;
-use rewind_tests::{start_server, temp_dir};
-use std::time::Duration;
+use rewind_tests::{bots, start_server, temp_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_match_replays_exactly_and_damage_is_found_and_named() {
@@ -16,10 +14,7 @@ async fn a_recorded_match_replays_exactly_and_damage_is_found_and_named() {
         c.keyframe_secs = 1;
     })
     .await;
-    let mut bots = SimConfig::new(server.local_addr(), vec![server.certificate().clone()]);
-    bots.bots = 5;
-    bots.duration = Duration::from_secs(4);
-    let report = client_sim::run(bots).await.unwrap();
+    let report = client_sim::run(bots(&server, 5, 4.0)).await.unwrap();
     let stats = server.shutdown().await;
     assert_eq!(report.bots_connected, 5, "{:?}", report.errors);
     let paths: Vec<_> = stats.recordings().collect();
