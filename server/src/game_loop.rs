@@ -96,7 +96,6 @@ pub(crate) async fn run(id: u32, host: Arc<Host>, commands: mpsc::Receiver<Comma
             recorder,
             opened: Instant::now(),
             started: None,
-            had_players: false,
             peak_players: 0,
             ticks: TickHistogram::default(),
             period: TickHistogram::default(),
@@ -182,7 +181,6 @@ struct Hosted {
     opened: Instant,
     /// When the match started (it was full, or the start wait passed).
     started: Option<Instant>,
-    had_players: bool,
     peak_players: usize,
     ticks: TickHistogram,
     /// Tick times since the last statistics message.
@@ -294,7 +292,6 @@ impl Hosted {
                             slot,
                         });
                         self.by_player.insert(player, session);
-                        self.had_players = true;
                         self.peak_players = self.peak_players.max(self.by_player.len());
                         Counters::bump(&self.counters().players);
                         Joined {
@@ -448,11 +445,9 @@ impl Hosted {
                 return Some(EndReason::Length);
             }
         }
-        if rules.end_when_empty
-            && self.had_players
-            && players == 0
-            && self.host.close_if_vacant(self.id)
-        {
+        // Empty with no seat held: nobody is on the way either (a new match holds the seat
+        // of the player it was opened for until that player leaves).
+        if rules.end_when_empty && players == 0 && self.host.close_if_vacant(self.id) {
             return Some(EndReason::Empty);
         }
         None
