@@ -371,7 +371,7 @@ impl Hosted {
         while let Some(event) = self.game.poll_event() {
             log_event(&event);
         }
-        let counters = self.host.counters().clone();
+        let counters = self.host.counters();
         while let Some((player, bytes)) = self.game.poll_datagram() {
             let Some(s) = self.session_of(player) else {
                 continue;

@@ -213,16 +213,6 @@ impl Match {
         self.players.len()
     }
 
-    /// The players, ascending by id.
-    pub fn player_ids(&self) -> impl Iterator<Item = PlayerId> + '_ {
-        self.players.iter().map(|p| p.id)
-    }
-
-    /// A player's name.
-    pub fn name(&self, id: PlayerId) -> Option<&str> {
-        self.player(id).map(|p| p.name.as_str())
-    }
-
     /// A player's authoritative state.
     pub fn state(&self, id: PlayerId) -> Option<&PlayerState> {
         self.player(id).map(|p| &p.state)
