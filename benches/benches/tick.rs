@@ -1,72 +1,96 @@
 //! One server tick: inputs received and applied for every player, the world stepped and
-//! recorded, one delta snapshot encoded per player. Prints microseconds per tick and snapshot
-//! payload bytes per client.
+//! recorded, one delta snapshot encoded per player, every output drained. Prints microseconds
+//! per tick, snapshot payload bytes per client, and each size's cost as a multiple of the
+//! 10-player tick.
+//!
+//! The matches tick in alternation (one tick of each size in turn), so that every size sees
+//! the same machine: on a shared, noisy machine the ratio is the figure to trust.
 //!
 //! Run: `cargo bench -p rewind-benches --bench tick`
 
 use rewind_benches::{batch, match_with};
+use rewind_match::Match;
+use rewind_shared::protocol::{InputBatch, PlayerId};
 use std::time::Instant;
 
 /// Ticks between a snapshot and its acknowledgement arriving (3 ticks ~ 47 ms RTT at 64 Hz).
 const ACK_LAG: u32 = 3;
+/// Match sizes measured; the first is the baseline of the ratio.
+const SIZES: [usize; 3] = [10, 64, 128];
 
+/// One match and what was measured of it.
 struct Run {
     players: usize,
-    p50_us: f64,
-    p99_us: f64,
-    mean_us: f64,
-    mean_bytes: f64,
+    m: Match,
+    ids: Vec<PlayerId>,
+    batches: Vec<InputBatch>,
+    times_us: Vec<f64>,
+    bytes: usize,
+    count: usize,
     max_bytes: usize,
     full_bytes: usize,
 }
 
-fn run(players: usize, warmup: u32, ticks: u32) -> Run {
-    let (mut m, ids) = match_with(players);
-    while m.poll_control().is_some() {}
-    let mut times = Vec::with_capacity(ticks as usize);
-    let mut full_bytes = 0;
-    let (mut bytes, mut count, mut max_bytes) = (0usize, 0usize, 0usize);
-    for seq in 1..=warmup + ticks {
+impl Run {
+    fn new(players: usize, ticks: u32) -> Run {
+        let (mut m, ids) = match_with(players);
+        while m.poll_control().is_some() {}
+        Run {
+            players,
+            m,
+            ids,
+            batches: Vec::with_capacity(players),
+            times_us: Vec::with_capacity(ticks as usize),
+            bytes: 0,
+            count: 0,
+            max_bytes: 0,
+            full_bytes: 0,
+        }
+    }
+
+    /// One tick with the inputs of sequence `seq`; timed when `measure`.
+    fn tick(&mut self, seq: u32, measure: bool) {
+        // The datagrams as the connections decoded them (the connections' work: not timed).
+        let now = self.m.current_tick();
+        self.batches.clear();
+        self.batches
+            .extend((0..self.ids.len()).map(|k| batch(k, seq, now, ACK_LAG)));
+        let m = &mut self.m;
         let start = Instant::now();
-        let now = m.current_tick();
-        for (k, id) in ids.iter().enumerate() {
-            m.receive(*id, &batch(k, seq, now, ACK_LAG))
-                .expect("valid inputs");
+        for (id, b) in self.ids.iter().zip(&self.batches) {
+            m.receive(*id, b).expect("valid inputs");
         }
         m.tick();
         // Handing the outputs over is part of the tick's cost: the shell drains them all.
-        let mut sizes = [0usize; 256];
-        let mut n = 0;
+        let (mut bytes, mut count, mut max) = (0, 0, 0);
         while let Some((_, b)) = m.poll_datagram() {
-            if n < sizes.len() {
-                sizes[n] = b.len();
-            }
-            n += 1;
+            bytes += b.len();
+            count += 1;
+            max = usize::max(max, b.len());
         }
         while m.poll_control().is_some() || m.poll_event().is_some() || m.poll_record().is_some() {}
         let elapsed = start.elapsed();
-        let sizes = &sizes[..n.min(sizes.len())];
         if seq == 1 {
-            full_bytes = sizes.iter().copied().max().unwrap_or(0);
+            self.full_bytes = max;
         }
-        if seq > warmup {
-            times.push(elapsed.as_nanos() as f64 / 1000.0);
-            for b in sizes {
-                bytes += b;
-                count += 1;
-                max_bytes = max_bytes.max(*b);
-            }
+        if measure {
+            self.times_us.push(elapsed.as_nanos() as f64 / 1000.0);
+            self.bytes += bytes;
+            self.count += count;
+            self.max_bytes = self.max_bytes.max(max);
         }
     }
-    times.sort_by(f64::total_cmp);
-    Run {
-        players,
-        p50_us: times[times.len() / 2],
-        p99_us: times[times.len() * 99 / 100],
-        mean_us: times.iter().sum::<f64>() / times.len() as f64,
-        mean_bytes: bytes as f64 / count.max(1) as f64,
-        max_bytes,
-        full_bytes,
+
+    fn mean_us(&self) -> f64 {
+        self.times_us.iter().sum::<f64>() / self.times_us.len().max(1) as f64
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        let mut t = self.times_us.clone();
+        t.sort_by(f64::total_cmp);
+        t.get(((t.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0.0)
     }
 }
 
@@ -75,10 +99,16 @@ fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let (warmup, ticks) = if quick { (10, 50) } else { (2_000, 20_000) };
     let budget_us = 1e6 / 64.0;
-    println!("server tick: receive inputs (4 per datagram), step, record, encode one delta snapshot per client");
-    println!("snapshots acknowledged {ACK_LAG} ticks late; {ticks} ticks measured after {warmup} warm-up ticks\n");
+    println!("server tick: receive inputs (4 per datagram), step, record, encode one delta snapshot per client, drain the outputs");
+    println!("snapshots acknowledged {ACK_LAG} ticks late; {ticks} ticks per size measured after {warmup} warm-up ticks, the sizes in alternation\n");
+    let mut runs: Vec<Run> = SIZES.iter().map(|&n| Run::new(n, ticks)).collect();
+    for seq in 1..=warmup + ticks {
+        for r in &mut runs {
+            r.tick(seq, seq > warmup);
+        }
+    }
     println!(
-        "{:>7} {:>10} {:>10} {:>10} {:>14} {:>14} {:>14} {:>12}",
+        "{:>7} {:>10} {:>10} {:>10} {:>14} {:>14} {:>14} {:>12} {:>12}",
         "players",
         "p50 us",
         "p99 us",
@@ -86,20 +116,22 @@ fn main() {
         "% of 64Hz tick",
         "delta B/client",
         "max B/client",
-        "full B"
+        "full B",
+        "x 10-player"
     );
-    for players in [10, 64] {
-        let r = run(players, warmup, ticks);
+    let base = runs[0].mean_us();
+    for r in &runs {
         println!(
-            "{:>7} {:>10.2} {:>10.2} {:>10.2} {:>13.3}% {:>14.1} {:>14} {:>12}",
+            "{:>7} {:>10.2} {:>10.2} {:>10.2} {:>13.3}% {:>14.1} {:>14} {:>12} {:>11.2}x",
             r.players,
-            r.p50_us,
-            r.p99_us,
-            r.mean_us,
-            r.mean_us / budget_us * 100.0,
-            r.mean_bytes,
+            r.percentile(0.5),
+            r.percentile(0.99),
+            r.mean_us(),
+            r.mean_us() / budget_us * 100.0,
+            r.bytes as f64 / r.count.max(1) as f64,
             r.max_bytes,
-            r.full_bytes
+            r.full_bytes,
+            r.mean_us() / base
         );
     }
 }

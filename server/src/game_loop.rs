@@ -377,7 +377,7 @@ impl Hosted {
                 continue;
             };
             let len = bytes.len() as u64;
-            match s.conn.send_datagram(bytes.into()) {
+            match s.conn.send_datagram(bytes) {
                 Ok(()) => {
                     Counters::bump(&counters.datagrams_sent);
                     Counters::add(&counters.datagram_bytes_sent, len);

@@ -6,6 +6,7 @@
 //! ([`apply`]). Both sides hold exactly the same integers, so interpolation on the client and
 //! rewind on the server see the same world.
 
+use crate::codec::{self, CodecError};
 use crate::protocol::{PlayerDelta, PlayerId, SnapshotMsg};
 use crate::sim::NetPlayer;
 use crate::tick::Tick;
@@ -58,8 +59,15 @@ pub fn diff(
     out.last_input = last_input;
     out.players.clear();
     out.removed.clear();
+    // Both lists ascend by id: walk the baseline alongside instead of searching it.
+    let base: &[(PlayerId, NetPlayer)] = baseline.map_or(&[], |b| &b.players);
+    let mut at = 0;
     for (id, now) in &current.players {
-        let delta = match baseline.and_then(|b| b.player(*id)) {
+        while base.get(at).is_some_and(|(b, _)| b < id) {
+            at += 1;
+        }
+        let old = base.get(at).filter(|(b, _)| b == id).map(|(_, n)| n);
+        let delta = match old {
             Some(old) if old == now => continue,
             Some(old) => PlayerDelta {
                 id: *id,
@@ -86,14 +94,44 @@ pub fn diff(
             out.partial = true;
         }
     }
-    if let Some(b) = baseline {
-        out.removed.extend(
-            b.players
-                .iter()
-                .map(|(id, _)| *id)
-                .filter(|id| current.player(*id).is_none()),
-        );
+    let mut now = current.players.iter().peekable();
+    for (id, _) in base {
+        while now.next_if(|(n, _)| n < id).is_some() {}
+        if now.peek().is_none_or(|(n, _)| n != id) {
+            out.removed.push(*id);
+        }
     }
+}
+
+/// A snapshot datagram can be written in three parts, so that what clients sharing a
+/// baseline have in common is encoded once: [`encode_head`] (the message kind, the tick, the
+/// baseline age and the partial flag; the same for every client with that baseline), then
+/// [`encode_last_input`] (the receiver's own), then [`encode_body`] (the changed players and
+/// the removals, shared again). Together the bytes are exactly the codec's encoding of
+/// `ServerDatagram::Snapshot` (tested).
+pub fn encode_head(
+    tick: Tick,
+    baseline_age: u8,
+    partial: bool,
+    out: &mut Vec<u8>,
+) -> Result<usize, CodecError> {
+    // `ServerDatagram::Snapshot` is variant 0, encoded as a varint like every enum index.
+    codec::encode_into(&(0u32, tick, baseline_age, partial), out)
+}
+
+/// The receiver's part of a snapshot datagram: the last of its inputs the server applied.
+pub fn encode_last_input(last_input: u32, out: &mut Vec<u8>) -> Result<usize, CodecError> {
+    codec::encode_into(&last_input, out)
+}
+
+/// Writes the part of a snapshot datagram shared by every client with the same baseline: the
+/// changed players and the removals.
+pub fn encode_body(
+    players: &[PlayerDelta],
+    removed: &[PlayerId],
+    out: &mut Vec<u8>,
+) -> Result<usize, CodecError> {
+    codec::encode_into(&(players, removed), out)
 }
 
 /// Rebuilds the world a message describes. `baseline` must be the snapshot at
@@ -182,7 +220,6 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec;
     use crate::protocol::ServerDatagram;
 
     fn player(i: u16, t: i32) -> (PlayerId, NetPlayer) {
@@ -313,5 +350,33 @@ mod tests {
         diff(&cur, None, 0, |id| id != PlayerId(2), &mut msg);
         assert!(msg.partial);
         assert_eq!(msg.players.len(), 2);
+    }
+
+    #[test]
+    fn a_snapshot_written_in_two_parts_is_the_codec_encoding() {
+        let mut out = SnapshotMsg::default();
+        for (t, n, age) in [
+            (1, 0, 0u8),
+            (300, 5, 3),
+            (70_000, 64, 17),
+            (u32::MAX, 200, 255),
+        ] {
+            let now = WorldSnapshot {
+                tick: Tick(t),
+                players: (1..=n).map(|i| player(i, t as i32)).collect(),
+            };
+            let base = WorldSnapshot {
+                tick: Tick(t).minus(u32::from(age)),
+                players: (2..=n + 3).map(|i| player(i, t as i32 - 40)).collect(),
+            };
+            let baseline = (age > 0).then_some(&base);
+            diff(&now, baseline, t / 3, |id| id.0 % 7 != 3, &mut out);
+            let whole = codec::encode(&ServerDatagram::Snapshot(out.clone())).unwrap();
+            let mut parts = Vec::new();
+            encode_head(out.tick, out.baseline_age, out.partial, &mut parts).unwrap();
+            encode_last_input(out.last_input, &mut parts).unwrap();
+            encode_body(&out.players, &out.removed, &mut parts).unwrap();
+            assert_eq!(parts, whole, "tick {t}, {n} players");
+        }
     }
 }

@@ -55,6 +55,7 @@ pub use journal::{Keyframe, RefusalReason, TickRecord};
 pub use membership::JoinError;
 pub use step::{ReplayError, Replayed};
 
+use bytes::Bytes;
 use history::History;
 use player::Player;
 use rewind_shared::hitbox::Hitboxes;
@@ -132,7 +133,7 @@ impl std::ops::AddAssign for MatchStats {
 /// What the match wants sent or kept, drained by the `poll_*` calls.
 #[derive(Debug, Default)]
 struct Outputs {
-    datagrams: VecDeque<(PlayerId, Vec<u8>)>,
+    datagrams: VecDeque<(PlayerId, Bytes)>,
     control: VecDeque<(PlayerId, ServerControl)>,
     events: VecDeque<GameEvent>,
     records: VecDeque<TickRecord>,
@@ -267,8 +268,9 @@ impl Match {
 
     // Outputs, one kind at a time.
 
-    /// The next snapshot to send: the player it is for and the encoded datagram.
-    pub fn poll_datagram(&mut self) -> Option<(PlayerId, Vec<u8>)> {
+    /// The next snapshot to send: the player it is for and the encoded datagram (a slice of
+    /// one buffer per tick, so handing it to a connection copies nothing).
+    pub fn poll_datagram(&mut self) -> Option<(PlayerId, Bytes)> {
         self.outputs.datagrams.pop_front()
     }
 

@@ -214,6 +214,8 @@ impl Match {
         self.journal.hash = hash;
         let record = std::mem::take(&mut self.journal);
         self.outputs.records.push_back(record);
+        // One input a player a tick: room for a tick's inputs, allocated once.
+        self.journal.inputs.reserve(self.players.len());
         hash
     }
 

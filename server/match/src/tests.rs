@@ -17,7 +17,7 @@ fn arena() -> Arc<Map> {
     Arc::new(Map::load_named(&rewind_shared::map::default_assets_dir(), "arena").unwrap())
 }
 
-fn datagrams(m: &mut Match) -> Vec<(PlayerId, Vec<u8>)> {
+fn datagrams(m: &mut Match) -> Vec<(PlayerId, Bytes)> {
     std::iter::from_fn(|| m.poll_datagram()).collect()
 }
 
