@@ -18,11 +18,13 @@ pub fn empty_match(players: usize) -> Match {
     Match::new(config, map, hitboxes)
 }
 
-/// A match on the shipped arena map with `players` joined.
-pub fn match_with(players: usize) -> (Match, Vec<PlayerId>) {
+/// A match on the shipped arena map with `players` joined, and a snapshot budget (bytes per
+/// client per tick; `None` for the default).
+pub fn match_with(players: usize, budget: Option<usize>) -> (Match, Vec<PlayerId>) {
     let map = Arc::new(Map::load_named(&default_assets_dir(), "arena").expect("arena map"));
     let config = MatchConfig {
         max_players: players.max(1),
+        snapshot_budget: budget.unwrap_or(MatchConfig::default().snapshot_budget),
         ..MatchConfig::default()
     };
     let hitboxes = Hitboxes::load(&default_assets_dir()).expect("hitboxes");

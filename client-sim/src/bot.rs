@@ -27,6 +27,8 @@ use tracing::debug;
 
 /// Clients render this many snapshot intervals behind the newest snapshot.
 pub const INTERP_DELAY_TICKS: f64 = rewind_shared::protocol::INTERP_DELAY_TICKS as f64;
+/// How long a bot whose time is up waits for the verdicts of its last shots.
+const VERDICT_GRACE: Duration = Duration::from_secs(1);
 /// How often a bot samples quinn's RTT estimate.
 const RTT_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
@@ -62,6 +64,10 @@ pub struct BotReport {
     pub link: Option<LinkStats>,
     /// Players the bot was told about over the control stream (itself included).
     pub players_seen: usize,
+    /// Players in the match at the end that never appeared in the bot's snapshots.
+    pub players_never_seen: usize,
+    /// The longest wait between hearing of a player and first seeing it in a snapshot, ms.
+    pub first_seen_ms_max: f64,
     /// Path length of the bot's authoritative positions, metres.
     pub travelled_m: f32,
     /// UDP bytes sent and received, QUIC overhead included.
@@ -225,6 +231,10 @@ async fn game_loop(
     let epoch = Instant::now();
     let local = || epoch.elapsed().as_secs_f64();
     let end = epoch + cfg.duration;
+    // After its time is up a bot stops firing and waits (at most this long) for the verdicts
+    // of the shots still on their way, so every shot it counts is one the server judged.
+    let grace = end + VERDICT_GRACE;
+    let mut winding_down = false;
     let mut ticker = tokio::time::interval(Duration::from_secs_f32(dt));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut rtt_timer = tokio::time::interval(RTT_SAMPLE_EVERY);
@@ -238,6 +248,8 @@ async fn game_loop(
         .then(|| Gunner::new(seed ^ 0x5107, cfg.aim_error_deg));
 
     let mut names: BTreeMap<PlayerId, String> = BTreeMap::new();
+    // Players the bot was told about but has not seen in a snapshot yet, and since when.
+    let mut unseen: BTreeMap<PlayerId, f64> = BTreeMap::new();
     let mut recent: VecDeque<InputCmd> = VecDeque::with_capacity(INPUT_REDUNDANCY);
     let mut others = Vec::new();
     let mut seq = 0u32;
@@ -245,21 +257,46 @@ async fn game_loop(
     let mut out = Vec::with_capacity(256);
     loop {
         tokio::select! {
-            _ = sleep_until(end) => return Ok(()),
+            _ = sleep_until(end), if !winding_down => {
+                winding_down = true;
+                if gunner.as_ref().is_none_or(|g| g.awaiting() == 0) {
+                    report.players_never_seen = unseen.len();
+                    return Ok(());
+                }
+            }
+            _ = sleep_until(grace), if winding_down => {
+                report.players_never_seen = unseen.len();
+                return Ok(());
+            }
             _ = rtt_timer.tick() => {
                 report.rtt_us.push(conn.rtt().as_micros().min(u128::from(u32::MAX)) as u32);
             }
             Some(msg) = control.recv() => match msg {
                 ServerControl::PlayerJoined { id, name } => {
+                    unseen.insert(id, local());
                     names.insert(id, name);
                     report.players_seen = report.players_seen.max(names.len());
                 }
-                ServerControl::PlayerLeft { id } => { names.remove(&id); }
+                ServerControl::Roster { players } => {
+                    for p in players {
+                        unseen.insert(p.id, local());
+                        names.insert(p.id, p.name);
+                    }
+                    report.players_seen = report.players_seen.max(names.len());
+                }
+                ServerControl::PlayerLeft { id } => {
+                    names.remove(&id);
+                    unseen.remove(&id);
+                }
                 ServerControl::Welcome(_) => return Err("a second welcome".into()),
                 ServerControl::ShotResult(r) => {
                     if let Some(g) = gunner.as_mut().filter(|_| r.shooter == me) {
                         g.on_result(&r);
                         report.shots = g.stats.clone();
+                        if winding_down && g.awaiting() == 0 {
+                            report.players_never_seen = unseen.len();
+                            return Ok(());
+                        }
                     }
                 }
                 ServerControl::Kill { .. } => {}
@@ -300,10 +337,15 @@ async fn game_loop(
                     report.prediction_mismatches = predictor.mismatches;
                     report.prediction_resets = predictor.resets;
                 }
-                if !msg.partial {
-                    let u = clock.unwrap(msg.tick);
-                    buffer.push(u, world);
+                for (id, _) in &world.players {
+                    if let Some(known) = unseen.remove(id) {
+                        report.first_seen_ms_max =
+                            report.first_seen_ms_max.max((local() - known) * 1000.0);
+                    }
                 }
+                // Partial or not, the snapshot is the client's view now and its next baseline.
+                let u = clock.unwrap(msg.tick);
+                buffer.push(u, world);
             }
             _ = ticker.tick() => {
                 let Some(state) = predictor.current().copied() else { continue };
@@ -313,7 +355,7 @@ async fn game_loop(
                 let mut cmd = wanderer.next_input(&state, me, &others, map);
                 seq += 1;
                 cmd.seq = seq;
-                if let Some(g) = gunner.as_mut() {
+                if let Some(g) = gunner.as_mut().filter(|_| !winding_down) {
                     let after = sim::step(&state, &cmd, map, dt);
                     cmd.shot = g.fire(local(), seq, me, &after, view, &buffer, map, hitboxes);
                     report.shots.shots = g.stats.shots;

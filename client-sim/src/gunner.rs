@@ -135,6 +135,11 @@ impl Gunner {
     }
 
     /// Compares the server's verdict with the bot's own.
+    /// Shots fired whose verdict has not come back yet.
+    pub fn awaiting(&self) -> usize {
+        self.pending.len()
+    }
+
     pub fn on_result(&mut self, r: &ShotResult) {
         while self.pending.front().is_some_and(|(seq, _)| *seq < r.seq) {
             self.pending.pop_front();

@@ -42,6 +42,10 @@ pub struct Report {
     pub hit_agreement: Option<f64>,
     /// The link conditioner, if one was used.
     pub link: Option<crate::link::LinkConditions>,
+    /// Players (summed over bots) that a bot never saw in a snapshot though they were in its
+    /// match at the end, and the longest any bot waited to first see a player, ms.
+    pub players_never_seen: usize,
+    pub first_seen_ms_max: f64,
     /// Bots per match, by the match id the server gave them.
     pub bots_per_match: BTreeMap<u32, usize>,
     /// The server's statistics messages the bots received, and the newest tick p99 any of
@@ -133,6 +137,8 @@ impl Report {
                     all
                 },
             ),
+            players_never_seen: bots.iter().map(|b| b.players_never_seen).sum(),
+            first_seen_ms_max: bots.iter().map(|b| b.first_seen_ms_max).fold(0.0, f64::max),
             server_stats_received: bots.iter().map(|b| b.stats_received).sum(),
             server_tick_p99_us: bots
                 .iter()
@@ -200,6 +206,11 @@ impl fmt::Display for Report {
                 .collect();
             writeln!(f, "rejected shots      {}", reasons.join(", "))?;
         }
+        writeln!(
+            f,
+            "players seen        first seen at most {:.0} ms after being announced; {} never seen",
+            self.first_seen_ms_max, self.players_never_seen
+        )?;
         if let Some(p99) = self.server_tick_p99_us {
             writeln!(
                 f,

@@ -6,12 +6,19 @@ use rewind_match::lagcomp::{RewindPolicy, MAX_WINDOW};
 use rewind_match::MatchConfig;
 use rewind_shared::hitbox::Hitboxes;
 use rewind_shared::map::{self, Map};
+use rewind_shared::protocol::MAX_DATAGRAM;
 use rewind_shared::TickRate;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// QUIC's bytes around one snapshot datagram: short header, packet number, AEAD tag, the
+/// DATAGRAM frame's type and length, and room for an ACK frame.
+const QUIC_BYTES_PER_PACKET: u64 = 48;
+/// The least snapshot budget a server runs with: room for a player or two every tick.
+const MIN_SNAPSHOT_BUDGET: usize = 64;
 
 /// Everything a server needs to host its matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +68,14 @@ pub struct ServerConfig {
     pub input_buffer: usize,
     /// Snapshots kept as delta baselines. Default 32: see [`MatchConfig::snapshot_history`].
     pub snapshot_history: usize,
+    /// Downstream budget per client, kbit/s including QUIC. Default: none (a snapshot may fill
+    /// a datagram). Set, each tick's snapshot gets this share of it less about 48 bytes of QUIC
+    /// per packet (80 kbit/s at 64 Hz: 108 bytes); when a tick's changes do not fit, the
+    /// client itself, the nearest and the longest-waiting players go first and the rest follow
+    /// (see [`MatchConfig::snapshot_budget`]). Not yet the default: far players are then a few
+    /// ticks stale on the client, and shots are still judged against the server's own history,
+    /// so a client's own verdict on a stale target can differ from the server's.
+    pub downstream_kbps: Option<u32>,
     /// Judge shots at the shooter's view time. Default true; false judges against the newest
     /// state (for comparison).
     pub lag_compensation: bool,
@@ -123,6 +138,7 @@ impl Default for ServerConfig {
             join_token: None,
             input_buffer: m.input_buffer,
             snapshot_history: m.snapshot_history,
+            downstream_kbps: None,
             lag_compensation: m.rewind.enabled,
             rewind_window_ms: m.rewind.window.as_millis() as u64,
             view_tolerance_ms: m.rewind.tolerance.as_millis() as u64,
@@ -226,6 +242,12 @@ impl ServerConfig {
             "snapshot_history",
             "1 to 255",
         )?;
+        let budget = self.snapshot_budget(tick_rate);
+        check(
+            (MIN_SNAPSHOT_BUDGET..=MAX_DATAGRAM).contains(&budget),
+            "downstream_kbps",
+            "enough for 64 to 1200 bytes of snapshot a tick (at 64 Hz: 57 to 640)",
+        )?;
         check(self.keep_alive_ms >= 100, "keep_alive_ms", "at least 100")?;
         check(
             self.idle_timeout_ms > self.keep_alive_ms,
@@ -273,6 +295,7 @@ impl ServerConfig {
             max_players: self.match_size,
             input_buffer: self.input_buffer,
             snapshot_history: self.snapshot_history,
+            snapshot_budget: budget,
             rewind: RewindPolicy {
                 enabled: self.lag_compensation,
                 window: Duration::from_millis(self.rewind_window_ms),
@@ -283,6 +306,18 @@ impl ServerConfig {
             respawn_delay: Duration::from_millis(self.respawn_ms),
             ..MatchConfig::default()
         })
+    }
+
+    /// Snapshot bytes per tick that the downstream budget leaves after QUIC's share (without a
+    /// budget, a whole datagram).
+    pub fn snapshot_budget(&self, rate: TickRate) -> usize {
+        match self.downstream_kbps {
+            Some(kbps) => {
+                let per_tick = u64::from(kbps) * 1000 / 8 / u64::from(rate.hz());
+                per_tick.saturating_sub(QUIC_BYTES_PER_PACKET) as usize
+            }
+            None => MAX_DATAGRAM,
+        }
     }
 
     fn assets_dir(&self) -> PathBuf {
@@ -356,6 +391,28 @@ mod tests {
             toml::from_str::<ServerConfig>("tick_rate = 128").is_err(),
             "unknown keys are errors"
         );
+    }
+
+    #[test]
+    fn the_downstream_budget_becomes_bytes_per_snapshot() {
+        let d = ServerConfig::default();
+        assert_eq!(d.match_config().unwrap().snapshot_budget, MAX_DATAGRAM);
+        let at = |kbps: u32, hz: u16| {
+            ServerConfig {
+                downstream_kbps: Some(kbps),
+                tick_rate_hz: hz,
+                ..ServerConfig::default()
+            }
+            .match_config()
+            .map(|m| m.snapshot_budget)
+        };
+        assert_eq!(at(80, 64).unwrap(), 108);
+        assert_eq!(at(160, 128).unwrap(), 108);
+        assert_eq!(at(200, 64).unwrap(), 342);
+        assert!(at(80, 128)
+            .unwrap_err()
+            .to_string()
+            .starts_with("downstream_kbps must be enough"));
     }
 
     #[test]

@@ -118,6 +118,10 @@ struct Args {
     /// Judge shots against the newest state instead of the shooter's view (for comparison).
     #[arg(long)]
     no_lag_compensation: bool,
+    /// Downstream budget per client, kbit/s including QUIC (80 at 64 Hz leaves 108 bytes a
+    /// snapshot) [default: none, a snapshot may fill a datagram].
+    #[arg(long)]
+    downstream_kbps: Option<u32>,
     /// How far back shots may be judged, ms (at most 1000) [default: 250].
     #[arg(long)]
     rewind_window_ms: Option<u64>,
@@ -147,6 +151,9 @@ impl Args {
         set!(matches => max_matches, start_wait_ms => start_wait_ms, match_length => match_length_s);
         set!(assets => assets, cert => cert, key => key, dev_cert_out => dev_cert_out, join_token => join_token);
         set!(rewind_window_ms => rewind_window_ms);
+        if let Some(k) = self.downstream_kbps {
+            c.downstream_kbps = Some(k);
+        }
         if self.no_lag_compensation {
             c.lag_compensation = false;
         }

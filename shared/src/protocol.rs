@@ -13,15 +13,18 @@ use crate::tick::Tick;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// TLS application protocol; it names the version too, so a mismatched client fails the handshake.
-pub const ALPN: &[u8] = b"rewind/2";
+pub const ALPN: &[u8] = b"rewind/3";
 /// Longest player name, in bytes of UTF-8.
 pub const MAX_NAME_BYTES: usize = 32;
 /// Longest join token, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 128;
 /// Largest control-stream frame body, in bytes.
 pub const MAX_CONTROL_FRAME: usize = 4096;
+/// Most players one [`ServerControl::Roster`] frame lists (a full one with the longest names
+/// fits in a control frame).
+pub const ROSTER_CHUNK: usize = 100;
 /// Most inputs one datagram may carry (the newest plus the ones it repeats).
 pub const MAX_INPUTS_PER_DATAGRAM: usize = 8;
 /// How many inputs a client sends per datagram: the newest and the three before it.
@@ -62,7 +65,7 @@ pub enum ClientControl {
 pub enum ServerControl {
     /// Answer to a valid hello.
     Welcome(Welcome),
-    /// A player is in the match (sent for everyone present on join, then for each newcomer).
+    /// A player joined the match after the receiver.
     PlayerJoined { id: PlayerId, name: String },
     /// A player left the match.
     PlayerLeft { id: PlayerId },
@@ -77,6 +80,17 @@ pub enum ServerControl {
     /// How the server is doing; sent to every player of a match periodically (every second by
     /// default).
     Stats(StatsReport),
+    /// Everyone in the match when the receiver joined (itself included), ascending id; sent
+    /// right after the welcome in as many frames as needed, at most [`ROSTER_CHUNK`] players
+    /// each.
+    Roster { players: Vec<RosterEntry> },
+}
+
+/// One player of a [`ServerControl::Roster`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterEntry {
+    pub id: PlayerId,
+    pub name: String,
 }
 
 /// The periodic statistics message: the player's match and the whole server process.
@@ -392,11 +406,27 @@ mod tests {
             "fb e8 03 fb 31 01 7f 81 fb 00 40 c7 01 01 fb 29 01 fb 00 80 fb 80 3e ef"
         );
         let hello = Hello {
-            protocol_version: 2,
+            protocol_version: 3,
             name: "ana".into(),
             token: String::new(),
         };
-        assert_eq!(hex(&codec::encode(&hello).unwrap()), "02 03 61 6e 61 00");
+        assert_eq!(hex(&codec::encode(&hello).unwrap()), "03 03 61 6e 61 00");
+        let roster = ServerControl::Roster {
+            players: vec![
+                RosterEntry {
+                    id: PlayerId(1),
+                    name: "ana".into(),
+                },
+                RosterEntry {
+                    id: PlayerId(7),
+                    name: "bo".into(),
+                },
+            ],
+        };
+        assert_eq!(
+            hex(&codec::encode(&roster).unwrap()),
+            "06 02 01 03 61 6e 61 07 02 62 6f"
+        );
         let welcome = ServerControl::Welcome(Welcome {
             player_id: PlayerId(7),
             match_id: 3,
@@ -443,6 +473,18 @@ mod tests {
             hex(&codec::encode(&snap).unwrap()),
             "00 fb 2e 01 02 00 fb e6 03 01 07 2c 00 05 4f 00 01 01 04"
         );
+    }
+
+    #[test]
+    fn a_full_roster_frame_fits_a_control_frame() {
+        let players = (0..ROSTER_CHUNK)
+            .map(|i| RosterEntry {
+                id: PlayerId(u16::MAX - i as u16),
+                name: "\u{10FFFF}".repeat(MAX_NAME_BYTES / 4),
+            })
+            .collect();
+        let bytes = codec::encode(&ServerControl::Roster { players }).unwrap();
+        assert!(bytes.len() <= MAX_CONTROL_FRAME, "{} bytes", bytes.len());
     }
 
     #[test]

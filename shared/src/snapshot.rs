@@ -44,6 +44,32 @@ pub enum SnapshotError {
     TooManyPlayers,
 }
 
+/// How a client that holds `old` for player `id` (or nothing) gets to `now`: the difference
+/// from `old` (angles wrapping), or `now` itself when the client holds nothing. Flags are
+/// always absolute.
+pub fn delta(id: PlayerId, now: &NetPlayer, old: Option<&NetPlayer>) -> PlayerDelta {
+    match old {
+        Some(old) => PlayerDelta {
+            id,
+            x: now.x.wrapping_sub(old.x),
+            y: now.y.wrapping_sub(old.y),
+            z: now.z.wrapping_sub(old.z),
+            yaw: i32::from(now.yaw.wrapping_sub(old.yaw) as i16),
+            pitch: i32::from(now.pitch.wrapping_sub(old.pitch)),
+            flags: now.flags,
+        },
+        None => PlayerDelta {
+            id,
+            x: now.x,
+            y: now.y,
+            z: now.z,
+            yaw: i32::from(now.yaw),
+            pitch: i32::from(now.pitch),
+            flags: now.flags,
+        },
+    }
+}
+
 /// Fills `out` with `current` relative to `baseline` (absolute when `None`). Players that
 /// `include` rejects are left out and the message is marked partial if any of them changed.
 pub fn diff(
@@ -67,27 +93,10 @@ pub fn diff(
             at += 1;
         }
         let old = base.get(at).filter(|(b, _)| b == id).map(|(_, n)| n);
-        let delta = match old {
-            Some(old) if old == now => continue,
-            Some(old) => PlayerDelta {
-                id: *id,
-                x: now.x.wrapping_sub(old.x),
-                y: now.y.wrapping_sub(old.y),
-                z: now.z.wrapping_sub(old.z),
-                yaw: i32::from(now.yaw.wrapping_sub(old.yaw) as i16),
-                pitch: i32::from(now.pitch.wrapping_sub(old.pitch)),
-                flags: now.flags,
-            },
-            None => PlayerDelta {
-                id: *id,
-                x: now.x,
-                y: now.y,
-                z: now.z,
-                yaw: i32::from(now.yaw),
-                pitch: i32::from(now.pitch),
-                flags: now.flags,
-            },
-        };
+        if old == Some(now) {
+            continue;
+        }
+        let delta = delta(*id, now, old);
         if include(*id) {
             out.players.push(delta);
         } else {

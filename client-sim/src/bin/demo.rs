@@ -26,6 +26,9 @@ struct Args {
     /// Players per match.
     #[arg(long, default_value_t = 64)]
     match_size: usize,
+    /// Downstream budget per client, kbit/s including QUIC [default: none].
+    #[arg(long)]
+    downstream_kbps: Option<u32>,
     /// Print the bots' report as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -51,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         tick_rate_hz: args.tick_rate,
         max_matches: args.matches,
         match_size: args.match_size,
+        downstream_kbps: args.downstream_kbps,
         lag_compensation: !args.no_lag_compensation,
         record_dir: (!args.no_record).then(|| args.record_dir.clone()),
         dev_cert_out: Some(

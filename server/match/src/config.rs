@@ -1,6 +1,7 @@
 //! The settings of one match.
 
 use crate::lagcomp::RewindPolicy;
+use rewind_shared::protocol::MAX_DATAGRAM;
 use rewind_shared::TickRate;
 use std::time::Duration;
 
@@ -22,6 +23,13 @@ pub struct MatchConfig {
     /// Snapshots kept as delta baselines. Default 32 (half a second at 64 Hz): a client whose
     /// acknowledgement is older than this gets a full snapshot.
     pub snapshot_history: usize,
+    /// Snapshot payload per client per tick, bytes (capped by what the connection takes).
+    /// Default [`MAX_DATAGRAM`]: no budget beyond the datagram. A snapshot whose changes do not
+    /// all fit carries those of highest priority (the client itself, then the nearest and the
+    /// longest-waiting players) and the rest follow in later ticks. A small budget (108 bytes
+    /// is 80 kbit/s at 64 Hz with QUIC) bounds bandwidth at any player count; the price is
+    /// that far players are a few ticks stale on the client.
+    pub snapshot_budget: usize,
     /// Lag compensation: on or off, rewind window, trust tolerance, clamp or reject.
     pub rewind: RewindPolicy,
     /// Shortest time between two shots of one player. Default 100 ms (600 rounds a minute).
@@ -39,6 +47,7 @@ impl Default for MatchConfig {
             input_buffer: 16,
             catch_up_above: 2,
             snapshot_history: 32,
+            snapshot_budget: MAX_DATAGRAM,
             rewind: RewindPolicy::default(),
             fire_cooldown: Duration::from_millis(100),
             respawn_delay: Duration::from_secs(2),

@@ -177,7 +177,7 @@ impl Match {
             history: History::new(ring, config.max_players),
             outputs: Outputs::default(),
             stats: MatchStats::default(),
-            scratch: replication::Scratch::new(),
+            scratch: replication::Scratch::default(),
             config,
         }
     }

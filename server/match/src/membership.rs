@@ -4,8 +4,9 @@
 use crate::inputs::InputBuffer;
 use crate::journal::Membership;
 use crate::player::Player;
+use crate::replication::Replica;
 use crate::Match;
-use rewind_shared::protocol::{PlayerId, ServerControl, MAX_NAME_BYTES};
+use rewind_shared::protocol::{PlayerId, RosterEntry, ServerControl, MAX_NAME_BYTES, ROSTER_CHUNK};
 use rewind_shared::sim::PlayerState;
 use rewind_shared::Tick;
 use std::time::Duration;
@@ -26,7 +27,7 @@ pub fn valid_name(name: &str) -> bool {
 
 impl Match {
     /// Adds a player at the next spawn point; `max_datagram` bounds the snapshots written for
-    /// them. Everyone is told, and the newcomer hears of everyone present (itself included).
+    /// them. Everyone is told, and the newcomer gets the roster (itself included).
     pub fn join(&mut self, name: &str, max_datagram: usize) -> Result<PlayerId, JoinError> {
         if !valid_name(name) {
             return Err(JoinError::BadName);
@@ -47,26 +48,32 @@ impl Match {
             inputs: InputBuffer::new(self.config.input_buffer, 0, 0),
             ack: None,
             max_datagram,
+            replica: Replica::default(),
         };
         let at = self.players.partition_point(|p| p.id < id);
         self.players.insert(at, player);
-        for p in &self.players {
-            self.outputs.control.push_back((
-                id,
-                ServerControl::PlayerJoined {
+        // The newcomer hears of everyone present (itself included) in a few roster frames;
+        // everyone else hears of the newcomer.
+        for chunk in self.players.chunks(ROSTER_CHUNK) {
+            let players = chunk
+                .iter()
+                .map(|p| RosterEntry {
                     id: p.id,
                     name: p.name.clone(),
+                })
+                .collect();
+            self.outputs
+                .control
+                .push_back((id, ServerControl::Roster { players }));
+        }
+        for p in self.players.iter().filter(|p| p.id != id) {
+            self.outputs.control.push_back((
+                p.id,
+                ServerControl::PlayerJoined {
+                    id,
+                    name: name.to_string(),
                 },
             ));
-            if p.id != id {
-                self.outputs.control.push_back((
-                    p.id,
-                    ServerControl::PlayerJoined {
-                        id,
-                        name: name.to_string(),
-                    },
-                ));
-            }
         }
         self.stats.joins += 1;
         self.journal.membership.push(Membership::Join {

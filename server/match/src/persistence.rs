@@ -4,6 +4,7 @@
 use crate::inputs::InputBuffer;
 use crate::journal::{Keyframe, PlayerSave};
 use crate::player::Player;
+use crate::replication::Replica;
 use crate::{Match, MatchConfig};
 use rewind_shared::hitbox::Hitboxes;
 use rewind_shared::map::Map;
@@ -52,6 +53,7 @@ impl Match {
                 inputs: InputBuffer::new(m.config.input_buffer, s.applied, s.catch_up_credit),
                 ack: None,
                 max_datagram: MAX_DATAGRAM,
+                replica: Replica::default(),
             })
             .collect();
         m.players.sort_by_key(|p| p.id);

@@ -2,6 +2,7 @@
 
 use crate::inputs::InputBuffer;
 use crate::journal::PlayerSave;
+use crate::replication::Replica;
 use rewind_shared::protocol::PlayerId;
 use rewind_shared::sim::PlayerState;
 use rewind_shared::Tick;
@@ -23,6 +24,8 @@ pub(crate) struct Player {
     pub ack: Option<Tick>,
     /// Largest snapshot the connection takes now.
     pub max_datagram: usize,
+    /// What this player's client was sent (its views) and who it needs next.
+    pub replica: Replica,
 }
 
 impl Player {

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::journal::Refusals;
+use bytes::Bytes;
 use rewind_shared::codec;
 use rewind_shared::protocol::{buttons, MAX_DATAGRAM};
 use rewind_shared::protocol::{InputBatch, InputCmd, ServerDatagram};
@@ -169,54 +170,212 @@ fn crouch_input_changes_stance_on_the_server() {
     assert_eq!(m.state(id).unwrap().stance, sim::Stance::Crouching);
 }
 
+/// Clients as docs/protocol.md describes them: each rebuilds every snapshot from the view it
+/// names as baseline, keeps its views, and acknowledges the newest (partial or not).
+#[derive(Default)]
+struct Clients {
+    views: std::collections::BTreeMap<PlayerId, Vec<WorldSnapshot>>,
+}
+
+impl Clients {
+    fn ack(&self, id: PlayerId) -> Option<rewind_shared::Tick> {
+        self.views.get(&id).and_then(|v| v.last()).map(|w| w.tick)
+    }
+
+    fn view(&self, id: PlayerId) -> Option<&WorldSnapshot> {
+        self.views.get(&id).and_then(|v| v.last())
+    }
+
+    /// Applies one tick's datagrams; returns their sizes.
+    fn receive(&mut self, out: Vec<(PlayerId, Bytes)>) -> Vec<usize> {
+        out.into_iter()
+            .map(|(id, bytes)| {
+                let ServerDatagram::Snapshot(msg) = codec::decode(&bytes).unwrap();
+                let views = self.views.entry(id).or_default();
+                let want = msg.tick.minus(u32::from(msg.baseline_age));
+                let base = views.iter().rev().find(|w| w.tick == want);
+                let world = apply(&msg, base).unwrap();
+                views.push(world);
+                if views.len() > 64 {
+                    views.remove(0);
+                }
+                bytes.len()
+            })
+            .collect()
+    }
+}
+
+/// `ticks` ticks of every player running about, each acknowledging its newest view.
+fn run_about(
+    m: &mut Match,
+    ids: &[PlayerId],
+    clients: &mut Clients,
+    t0: u32,
+    ticks: u32,
+) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    for t in t0..t0 + ticks {
+        for (k, id) in ids.iter().enumerate() {
+            let yaw = (k as u32 * 6000 + t * 50) as u16;
+            let batch = InputBatch {
+                ack: clients.ack(*id),
+                inputs: vec![cmd(t, 127, yaw)],
+            };
+            m.receive(*id, &batch).unwrap();
+        }
+        m.tick();
+        controls(m);
+        sizes.extend(clients.receive(datagrams(m)));
+    }
+    sizes
+}
+
 #[test]
 fn snapshots_rebuild_the_world_exactly_and_use_acked_baselines() {
-    let mut m = Match::new(MatchConfig::default(), arena(), hitboxes());
+    // A budget that takes every change: each snapshot is complete.
+    let config = MatchConfig {
+        snapshot_budget: MAX_DATAGRAM,
+        ..MatchConfig::default()
+    };
+    let mut m = Match::new(config, arena(), hitboxes());
     let ids: Vec<_> = (0..10)
         .map(|i| m.join(&format!("bot{i}"), MAX_DATAGRAM).unwrap())
         .collect();
-    controls(&mut m);
-    let mut client: Option<WorldSnapshot> = None;
-    let mut sizes = vec![];
+    let mut clients = Clients::default();
     for t in 1..=40u32 {
-        for (k, id) in ids.iter().enumerate() {
-            let ack = client.as_ref().map(|w| w.tick);
-            let yaw = (k as u32 * 6000 + t * 50) as u16;
-            m.receive(
-                *id,
-                &InputBatch {
-                    ack,
-                    inputs: vec![cmd(t, 127, yaw)],
-                },
-            )
-            .unwrap();
+        let sizes = run_about(&mut m, &ids, &mut clients, t, 1);
+        assert_eq!(sizes.len(), 10);
+        for c in &ids {
+            let view = clients.view(*c).unwrap();
+            for id in &ids {
+                assert_eq!(view.player(*id), Some(&m.state(*id).unwrap().to_net()));
+            }
         }
-        m.tick();
-        let out = datagrams(&mut m);
-        assert_eq!(out.len(), 10);
-        let (_, bytes) = &out[0];
-        sizes.push(bytes.len());
-        let ServerDatagram::Snapshot(msg) = codec::decode(bytes).unwrap();
-        let world = apply(&msg, client.as_ref()).unwrap();
-        for id in &ids {
-            assert_eq!(world.player(*id), Some(&m.state(*id).unwrap().to_net()));
+        if t == 40 {
+            assert!(
+                sizes[0] <= 128,
+                "10-player delta snapshot is {} bytes",
+                sizes[0]
+            );
         }
-        client = Some(world);
     }
     assert_eq!(
         m.stats().snapshots_full,
         10,
         "only the first tick is sent without a baseline"
     );
+    assert_eq!(m.stats().snapshots_partial, 0);
+}
+
+/// Every client's view of every player: present, and equal to that player's real state at
+/// most `staleness` ticks ago. Returns the largest staleness found.
+fn staleness(m: &Match, ids: &[PlayerId], clients: &Clients, limit: u32) -> u32 {
+    let mut worst = 0;
+    for c in ids {
+        let view = clients.view(*c).unwrap();
+        for id in ids {
+            let seen = view
+                .player(*id)
+                .unwrap_or_else(|| panic!("{c} never saw {id}"));
+            let age = (0..=limit)
+                .find(|ago| {
+                    m.history()
+                        .get(m.current_tick().minus(*ago))
+                        .and_then(|w| w.player(*id))
+                        == Some(seen)
+                })
+                .unwrap_or_else(|| panic!("{c}'s view of {id} is older than {limit} ticks"));
+            worst = worst.max(age);
+        }
+    }
+    worst
+}
+
+#[test]
+fn a_budget_keeps_every_snapshot_small_and_every_client_converges() {
+    // 10 players running about within 108 bytes a snapshot (80 kbit/s at 64 Hz with QUIC).
+    let config = MatchConfig {
+        snapshot_budget: 108,
+        ..MatchConfig::default()
+    };
+    let mut m = Match::new(config, arena(), hitboxes());
+    let budget = m.config().snapshot_budget;
+    let ids: Vec<_> = (0..10)
+        .map(|i| m.join(&format!("bot{i}"), MAX_DATAGRAM).unwrap())
+        .collect();
+    let mut clients = Clients::default();
+    let sizes = run_about(&mut m, &ids, &mut clients, 1, 200);
     assert!(
-        sizes[39] <= 128,
-        "10-player delta snapshot is {} bytes",
-        sizes[39]
+        sizes.iter().all(|n| *n <= budget),
+        "a snapshot over the {budget}-byte budget: {}",
+        sizes.iter().max().unwrap()
+    );
+    // The first snapshot cannot carry ten absolute players: it is partial, and acknowledged.
+    assert!(m.stats().snapshots_partial >= 10);
+    let worst = staleness(&m, &ids, &clients, 31);
+    eprintln!("10 players: views at most {worst} ticks old");
+    assert!(worst <= 4, "a view was {worst} ticks old");
+}
+
+#[test]
+fn a_big_match_converges_within_the_budget_nearest_first() {
+    // A second of history, so that the check below can date every view.
+    let config = MatchConfig {
+        max_players: 128,
+        snapshot_history: 64,
+        snapshot_budget: 108,
+        ..MatchConfig::default()
+    };
+    let mut m = Match::new(config, arena(), hitboxes());
+    let budget = m.config().snapshot_budget;
+    let ids: Vec<_> = (0..128)
+        .map(|i| m.join(&format!("p{i}"), MAX_DATAGRAM).unwrap())
+        .collect();
+    let mut clients = Clients::default();
+    let sizes = run_about(&mut m, &ids, &mut clients, 1, 256);
+    assert!(sizes.iter().all(|n| *n <= budget));
+    assert_eq!(
+        sizes.len(),
+        128 * 256,
+        "every client got a snapshot every tick"
+    );
+    // Every client sees every player, none more than a second behind.
+    let worst = staleness(&m, &ids, &clients, 63);
+    eprintln!("128 players: views at most {worst} ticks old");
+    assert!(worst < 64, "a view was {worst} ticks old");
+    // Nearer players are fresher: the views' age by distance to the client.
+    let (mut near, mut far) = ((0u64, 0u64), (0u64, 0u64));
+    for c in &ids {
+        let me = m.state(*c).unwrap().pos;
+        let view = clients.view(*c).unwrap();
+        for id in ids.iter().filter(|id| *id != c) {
+            let now = m.state(*id).unwrap();
+            let fresh = view.player(*id) == Some(&now.to_net());
+            let bucket = if now.pos.distance(me) < 10.0 {
+                &mut near
+            } else {
+                &mut far
+            };
+            bucket.0 += u64::from(fresh);
+            bucket.1 += 1;
+        }
+    }
+    let share = |b: (u64, u64)| b.0 as f64 / b.1.max(1) as f64;
+    eprintln!(
+        "128 players: views current for {:.2} of near players, {:.2} of far ones",
+        share(near),
+        share(far)
+    );
+    assert!(
+        share(near) > share(far),
+        "near players fresh {:.2}, far {:.2}",
+        share(near),
+        share(far)
     );
 }
 
 #[test]
-fn oversized_snapshots_keep_the_nearest_players_and_are_partial() {
+fn a_small_connection_gets_partial_snapshots_that_always_carry_itself() {
     let config = MatchConfig {
         max_players: 200,
         ..MatchConfig::default()
@@ -236,8 +395,9 @@ fn oversized_snapshots_keep_the_nearest_players_and_are_partial() {
         msg.players.iter().any(|p| p.id == me),
         "a player always sees itself"
     );
-    let (_, other) = out.iter().find(|(id, _)| *id != me).unwrap();
-    assert!(other.len() <= MAX_DATAGRAM);
+    assert!(out
+        .iter()
+        .all(|(_, b)| b.len() <= m.config().snapshot_budget));
     assert!(m.stats().snapshots_partial >= 1);
 }
 
@@ -252,21 +412,34 @@ fn joins_and_leaves_are_announced_and_capacity_is_enforced() {
     let b = m.join("b", MAX_DATAGRAM).unwrap();
     assert_eq!(m.join("c", MAX_DATAGRAM), Err(JoinError::Full(2)));
     assert_eq!(m.join("", MAX_DATAGRAM), Err(JoinError::BadName));
-    let control = controls(&mut m);
-    assert!(control.contains(&(
-        a,
-        ServerControl::PlayerJoined {
-            id: b,
-            name: "b".into()
-        }
-    )));
-    assert!(control.contains(&(
-        b,
-        ServerControl::PlayerJoined {
-            id: a,
-            name: "a".into()
-        }
-    )));
+    let entry = |id: PlayerId, name: &str| rewind_shared::protocol::RosterEntry {
+        id,
+        name: name.into(),
+    };
+    assert_eq!(
+        controls(&mut m),
+        vec![
+            (
+                a,
+                ServerControl::Roster {
+                    players: vec![entry(a, "a")]
+                }
+            ),
+            (
+                b,
+                ServerControl::Roster {
+                    players: vec![entry(a, "a"), entry(b, "b")]
+                }
+            ),
+            (
+                a,
+                ServerControl::PlayerJoined {
+                    id: b,
+                    name: "b".into()
+                }
+            ),
+        ]
+    );
     m.leave(a);
     assert_eq!(
         controls(&mut m),
@@ -274,6 +447,33 @@ fn joins_and_leaves_are_announced_and_capacity_is_enforced() {
     );
     let c = m.join("c", MAX_DATAGRAM).unwrap();
     assert!(c != a && c != b, "ids are not reused right away");
+}
+
+#[test]
+fn a_newcomer_to_a_big_match_gets_the_roster_in_a_few_frames() {
+    let config = MatchConfig {
+        max_players: 300,
+        ..MatchConfig::default()
+    };
+    let mut m = Match::new(config, arena(), hitboxes());
+    for i in 0..299 {
+        m.join(&format!("player-{i}"), MAX_DATAGRAM).unwrap();
+    }
+    controls(&mut m);
+    let me = m.join("last", MAX_DATAGRAM).unwrap();
+    let mine: Vec<_> = controls(&mut m)
+        .into_iter()
+        .filter(|(to, _)| *to == me)
+        .collect();
+    assert_eq!(mine.len(), 3, "300 players in frames of 100");
+    let listed: usize = mine
+        .iter()
+        .map(|(_, c)| match c {
+            ServerControl::Roster { players } => players.len(),
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(listed, 300);
 }
 
 #[test]

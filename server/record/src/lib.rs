@@ -80,6 +80,8 @@ impl RecordedSettings {
             },
             fire_cooldown: ms(self.fire_cooldown_ms),
             respawn_delay: ms(self.respawn_ms),
+            // Replication does not change the outcome: a replay writes no snapshots.
+            ..MatchConfig::default()
         })
     }
 }
