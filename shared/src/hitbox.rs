@@ -31,7 +31,7 @@ pub struct Capsule {
 impl Ray {
     /// The ray from `origin` along a view direction (angle steps).
     pub fn from_view(origin: Vec3, yaw: u16, pitch: i16) -> Ray {
-        let (sp, cp) = sim::radians(f32::from(pitch)).sin_cos();
+        let (sp, cp) = crate::trig::sin_cos(pitch as u16);
         let f = sim::forward(yaw);
         Ray {
             origin,

@@ -11,6 +11,7 @@ pub mod protocol;
 pub mod sim;
 pub mod snapshot;
 pub mod tick;
+pub mod trig;
 
 pub use protocol::PlayerId;
 pub use tick::{Tick, TickRate};

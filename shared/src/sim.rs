@@ -6,12 +6,15 @@
 //! jumping yet: players stay on the floor at `y = 0` of their spawn.
 //!
 //! Determinism: the step is a pure function of (state, input, map, dt), uses only `f32`
-//! arithmetic in a fixed order and ends by snapping the position to the 1/256 m grid the
-//! snapshots carry ([`quantize`]), so the server's state, a client's prediction and a replay
-//! agree bit for bit on the same build.
+//! additions, multiplications, divisions and square roots in a fixed order (its sines and
+//! cosines come from [`crate::trig`], not the platform) and ends by snapping the position to
+//! the 1/256 m grid the snapshots carry ([`quantize`]), so the server's state, a client's
+//! prediction and a replay agree bit for bit on every platform. `docs/movement.md` specifies
+//! it for clients in other languages.
 
 use crate::map::{Aabb, Map};
 use crate::protocol::{buttons, InputCmd};
+use crate::trig;
 use glam::Vec3;
 
 /// Positions are multiples of `1 / POS_SCALE` metres.
@@ -148,9 +151,10 @@ pub fn radians(steps: f32) -> f32 {
     steps * (std::f32::consts::TAU / ANGLE_STEPS)
 }
 
-/// Horizontal unit vector for a yaw: 0 is +x, a quarter turn is +z.
+/// Horizontal unit vector for a yaw: 0 is +x, a quarter turn is +z. The same on every
+/// platform ([`crate::trig`]).
 pub fn forward(yaw: u16) -> Vec3 {
-    let (s, c) = radians(f32::from(yaw)).sin_cos();
+    let (s, c) = trig::sin_cos(yaw);
     Vec3::new(c, 0.0, s)
 }
 
@@ -399,5 +403,78 @@ pos = [0, 0, 0]
         i.pitch = i16::MAX;
         let s = step(&PlayerState::default(), &i, &m, 1.0 / 64.0);
         assert_eq!((s.yaw, s.pitch), (1234, PITCH_LIMIT));
+    }
+
+    /// The worked examples of docs/movement.md, on the map `map()` above: a start state, an
+    /// input and a tick rate. A client in another language checks its step against them.
+    fn vectors() -> Vec<(NetPlayer, InputCmd, u16)> {
+        let at = |x: i32, z: i32, flags: u8| NetPlayer {
+            x,
+            y: 0,
+            z,
+            yaw: 0,
+            pitch: 0,
+            flags,
+        };
+        let go = |move_fwd: i8, move_right: i8, yaw: u16, pitch: i16, buttons: u8| InputCmd {
+            seq: 1,
+            move_fwd,
+            move_right,
+            yaw,
+            pitch,
+            buttons,
+            ..InputCmd::default()
+        };
+        vec![
+            (at(0, 0, 0), go(127, 0, 5_000, 0, 0), 64),
+            (at(0, 0, 0), go(127, 127, 12_345, -300, 0), 64),
+            (at(0, 0, 0), go(0, 127, 0, 0, 0), 64),
+            (at(0, 0, 0), go(127, 0, 16_384, 0, buttons::CROUCH), 64),
+            (at(100, -200, 0), go(-128, 0, 40_000, 0, 0), 64),
+            (at(413, 0, 0), go(127, 0, 0, 0, 0), 64),
+            (at(867, 0, 0), go(127, 0, 32_768, 0, 0), 64),
+            (at(413, 0, 0), go(127, 0, 5_461, 0, 0), 64),
+            (at(2_458, 0, 0), go(127, 0, 0, 0, 0), 64),
+            (at(0, 1_280, FLAG_CROUCHING), go(0, 0, 0, 0, 0), 64),
+            (at(0, 0, 0), go(90, -45, 61_000, 0, 0), 128),
+            (at(0, 0, 0), go(0, 0, 7, i16::MAX, 0), 64),
+            (at(5, 5, FLAG_DEAD), go(127, 0, 0, 0, 0), 64),
+        ]
+    }
+
+    #[test]
+    fn the_documented_movement_examples() {
+        let m = map();
+        let got: Vec<NetPlayer> = vectors()
+            .iter()
+            .map(|(start, input, hz)| {
+                let dt = crate::TickRate::new(*hz).unwrap().dt();
+                step(&PlayerState::from_net(start), input, &m, dt).to_net()
+            })
+            .collect();
+        let n = |x: i32, z: i32, yaw: u16, pitch: i16, flags: u8| NetPlayer {
+            x,
+            y: 0,
+            z,
+            yaw,
+            pitch,
+            flags,
+        };
+        let want = vec![
+            n(20, 10, 5_000, 0, 0),
+            n(-9, 20, 12_345, -300, 0),
+            n(0, 22, 0, 0, 0),
+            n(0, 10, 16_384, 0, FLAG_CROUCHING),
+            n(117, -186, 40_000, 0, 0),
+            n(416, 0, 0, 0, 0),
+            n(864, 0, 32_768, 0, 0),
+            n(416, 11, 5_461, 0, 0),
+            n(2_464, 0, 0, 0, 0),
+            n(0, 1_280, 0, 0, FLAG_CROUCHING),
+            n(5, -7, 61_000, 0, 0),
+            n(0, 0, 7, PITCH_LIMIT, 0),
+            n(5, 5, 0, 0, FLAG_DEAD),
+        ];
+        assert_eq!(got, want, "docs/movement.md must change with these");
     }
 }

@@ -67,11 +67,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The version of the simulation's rules: movement, collisions, hitboxes as code, view-time
-/// checks, rewind, damage, the state hash, and the recorded types. A recording replays exactly
+/// The version of the simulation's rules: movement (docs/movement.md), collisions, hitboxes as
+/// code, view-time checks, rewind, damage, the state hash, and the recorded types. Version 2:
+/// sines and cosines from [`rewind_shared::trig`] instead of the platform's. A recording replays exactly
 /// on any build with the same `SIM_VERSION` (and the same assets, which the recording carries).
 /// `tests::the_rules_are_pinned` fails when the rules change; bump this when it does.
-pub const SIM_VERSION: u32 = 1;
+pub const SIM_VERSION: u32 = 2;
 
 /// Counters of what the match did; all monotonic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

@@ -5,6 +5,7 @@ use super::*;
 use crate::journal::Refusals;
 use bytes::Bytes;
 use rewind_shared::codec;
+use rewind_shared::hitbox::Ray;
 use rewind_shared::protocol::{buttons, MAX_DATAGRAM};
 use rewind_shared::protocol::{InputBatch, InputCmd, ServerDatagram};
 use rewind_shared::sim;
@@ -674,10 +675,30 @@ head_multiplier = 4.0
     for r in &records {
         digest.update(&codec::encode(r).unwrap());
     }
+    // The pieces whose small changes a quantized state might not show: every angle's sine and
+    // cosine, and shot rays and posed hitboxes over a sweep of views.
+    let mut pieces = xxhash_rust::xxh3::Xxh3::new();
+    for a in 0..=u16::MAX {
+        let (sin, cos) = rewind_shared::trig::sin_cos(a);
+        pieces.update(&sin.to_bits().to_le_bytes());
+        pieces.update(&cos.to_bits().to_le_bytes());
+    }
+    let hitboxes = m.hitboxes();
+    for k in 0..4096u32 {
+        let (yaw, pitch) = ((k * 7919) as u16, ((k * 31) % 32_405) as i16 - 16_202);
+        let ray = Ray::from_view(glam::Vec3::new(1.5, 1.62, -2.25), yaw, pitch);
+        let posed = hitboxes.pose(glam::Vec3::new(3.0, 0.0, 4.0), yaw, sim::Stance::Crouching);
+        for v in [ray.dir, posed.head.center, posed.torso.a, posed.legs.b] {
+            for c in v.to_array() {
+                pieces.update(&c.to_bits().to_le_bytes());
+            }
+        }
+    }
     let s = m.stats();
     let got = (
         m.state_hash(),
         digest.digest(),
+        pieces.digest(),
         s.shots,
         s.hits,
         s.headshots,
@@ -688,6 +709,7 @@ head_multiplier = 4.0
         (
             13_262_881_639_778_293_946,
             10_762_962_748_958_006_806,
+            3_787_300_270_418_404_400,
             797,
             77,
             9,
