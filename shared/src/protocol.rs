@@ -303,8 +303,14 @@ pub struct SnapshotMsg {
     pub removed: Vec<PlayerId>,
 }
 
-/// One player's state, as a difference from the baseline when the baseline holds the player,
-/// else absolute. Units: positions in 1/256 m, angles in 1/65536 turn; differences of angles wrap.
+/// Bit 7 of [`PlayerDelta::flags`]: the values are absolute even though the baseline holds
+/// the player (the server no longer knows the baseline's state of that player). Never part of
+/// the player's own flags.
+pub const FLAG_ABSOLUTE: u8 = 0x80;
+
+/// One player's state, as a difference from the baseline when the baseline holds the player
+/// (and [`FLAG_ABSOLUTE`] is not set), else absolute. Units: positions in 1/256 m, angles in
+/// 1/65536 turn; differences of angles wrap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlayerDelta {
     pub id: PlayerId,
@@ -313,7 +319,8 @@ pub struct PlayerDelta {
     pub z: i32,
     pub yaw: i32,
     pub pitch: i32,
-    /// Absolute flags (never a difference): bit 0 crouching, bit 1 dead.
+    /// Absolute flags (never a difference): bit 0 crouching, bit 1 dead; bit 7
+    /// ([`FLAG_ABSOLUTE`]) says the values are absolute.
     pub flags: u8,
 }
 

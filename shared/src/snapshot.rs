@@ -7,7 +7,7 @@
 //! rewind on the server see the same world.
 
 use crate::codec::{self, CodecError};
-use crate::protocol::{PlayerDelta, PlayerId, SnapshotMsg};
+use crate::protocol::{PlayerDelta, PlayerId, SnapshotMsg, FLAG_ABSOLUTE};
 use crate::sim::NetPlayer;
 use crate::tick::Tick;
 
@@ -68,6 +68,14 @@ pub fn delta(id: PlayerId, now: &NetPlayer, old: Option<&NetPlayer>) -> PlayerDe
             flags: now.flags,
         },
     }
+}
+
+/// A player's state as absolute values that a client applies even if its baseline holds the
+/// player ([`FLAG_ABSOLUTE`]).
+pub fn absolute(id: PlayerId, now: &NetPlayer) -> PlayerDelta {
+    let mut d = delta(id, now, None);
+    d.flags |= FLAG_ABSOLUTE;
+    d
 }
 
 /// Fills `out` with `current` relative to `baseline` (absolute when `None`). Players that
@@ -143,6 +151,24 @@ pub fn encode_body(
     codec::encode_into(&(players, removed), out)
 }
 
+/// Writes a snapshot's players one by one, for a server that picks them one at a time: the
+/// number of players ([`encode_players_len`]), then each ([`encode_player`]), then
+/// [`encode_removed`]. Together they are exactly [`encode_body`] (tested).
+pub fn encode_players_len(n: usize, out: &mut Vec<u8>) -> Result<usize, CodecError> {
+    // A sequence's length is encoded as a varint u64, like any u64.
+    codec::encode_into(&(n as u64), out)
+}
+
+/// One player of a snapshot (see [`encode_players_len`]).
+pub fn encode_player(d: &PlayerDelta, out: &mut Vec<u8>) -> Result<usize, CodecError> {
+    codec::encode_into(d, out)
+}
+
+/// The removals of a snapshot (see [`encode_players_len`]).
+pub fn encode_removed(removed: &[PlayerId], out: &mut Vec<u8>) -> Result<usize, CodecError> {
+    codec::encode_into(&removed, out)
+}
+
 /// Rebuilds the world a message describes. `baseline` must be the snapshot at
 /// `msg.tick - msg.baseline_age` when the age is not 0.
 pub fn apply(
@@ -182,14 +208,15 @@ pub fn apply(
     let mut players = Vec::with_capacity(base_players.len() + msg.players.len());
     let mut changed = msg.players.iter().peekable();
     let push_changed = |d: &PlayerDelta, old: Option<&NetPlayer>, players: &mut Vec<_>| {
-        let p = match old {
+        let flags = d.flags & !FLAG_ABSOLUTE;
+        let p = match old.filter(|_| d.flags & FLAG_ABSOLUTE == 0) {
             Some(o) => NetPlayer {
                 x: o.x.wrapping_add(d.x),
                 y: o.y.wrapping_add(d.y),
                 z: o.z.wrapping_add(d.z),
                 yaw: o.yaw.wrapping_add(d.yaw as u16),
                 pitch: o.pitch.wrapping_add(d.pitch as i16),
-                flags: d.flags,
+                flags,
             },
             None => NetPlayer {
                 x: d.x,
@@ -197,7 +224,7 @@ pub fn apply(
                 z: d.z,
                 yaw: d.yaw as u16,
                 pitch: d.pitch as i16,
-                flags: d.flags,
+                flags,
             },
         };
         players.push((d.id, p));
@@ -384,8 +411,36 @@ mod tests {
             let mut parts = Vec::new();
             encode_head(out.tick, out.baseline_age, out.partial, &mut parts).unwrap();
             encode_last_input(out.last_input, &mut parts).unwrap();
+            let mut one_by_one = parts.clone();
             encode_body(&out.players, &out.removed, &mut parts).unwrap();
             assert_eq!(parts, whole, "tick {t}, {n} players");
+            encode_players_len(out.players.len(), &mut one_by_one).unwrap();
+            for d in &out.players {
+                encode_player(d, &mut one_by_one).unwrap();
+            }
+            encode_removed(&out.removed, &mut one_by_one).unwrap();
+            assert_eq!(one_by_one, whole, "tick {t}, {n} players, one by one");
         }
+    }
+
+    #[test]
+    fn an_absolute_entry_replaces_what_the_baseline_holds() {
+        let base = WorldSnapshot {
+            tick: Tick(10),
+            players: vec![player(3, 1), player(4, 1)],
+        };
+        let (_, now) = player(3, 9);
+        let msg = SnapshotMsg {
+            tick: Tick(12),
+            baseline_age: 2,
+            partial: false,
+            last_input: 0,
+            players: vec![absolute(PlayerId(3), &now)],
+            removed: vec![],
+        };
+        let world = apply(&msg, Some(&base)).unwrap();
+        assert_eq!(world.player(PlayerId(3)), Some(&now));
+        assert_eq!(world.player(PlayerId(4)), base.player(PlayerId(4)));
+        assert_eq!(world.player(PlayerId(3)).unwrap().flags & FLAG_ABSOLUTE, 0);
     }
 }

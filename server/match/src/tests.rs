@@ -376,6 +376,106 @@ fn a_big_match_converges_within_the_budget_nearest_first() {
 }
 
 #[test]
+fn a_client_whose_view_is_older_than_the_state_log_gets_absolute_states() {
+    // 160 players running about in 64 bytes a snapshot: far players wait more than the
+    // STATE_LOG states the server keeps, and then go out whole, flagged absolute.
+    let config = MatchConfig {
+        max_players: 160,
+        snapshot_history: 255,
+        snapshot_budget: 64,
+        ..MatchConfig::default()
+    };
+    let mut m = Match::new(config, arena(), hitboxes());
+    let ids: Vec<_> = (0..160)
+        .map(|i| m.join(&format!("p{i}"), MAX_DATAGRAM).unwrap())
+        .collect();
+    let mut clients = Clients::default();
+    let mut absolute = 0;
+    for t in 1..=240 {
+        for (k, id) in ids.iter().enumerate() {
+            let yaw = (k as u32 * 6000 + t * 50) as u16;
+            let batch = InputBatch {
+                ack: clients.ack(*id),
+                inputs: vec![cmd(t, 127, yaw)],
+            };
+            m.receive(*id, &batch).unwrap();
+        }
+        m.tick();
+        controls(&mut m);
+        let out = datagrams(&mut m);
+        for (_, bytes) in &out {
+            let ServerDatagram::Snapshot(msg) = codec::decode(bytes).unwrap();
+            absolute += msg
+                .players
+                .iter()
+                .filter(|p| p.flags & rewind_shared::protocol::FLAG_ABSOLUTE != 0)
+                .count();
+        }
+        clients.receive(out);
+    }
+    assert!(absolute > 0, "no view outlived the state log");
+    // Every view still rebuilt exactly: each player as it really was at some recent tick.
+    let worst = staleness(&m, &ids, &clients, 254);
+    eprintln!(
+        "160 players in 64 bytes: {absolute} absolute states, views at most {worst} ticks old"
+    );
+}
+
+#[test]
+fn partial_views_follow_players_who_leave_and_join() {
+    // A tight budget, so that views are partial while the roster changes under them.
+    let config = MatchConfig {
+        max_players: 90,
+        snapshot_budget: 64,
+        snapshot_history: 128,
+        ..MatchConfig::default()
+    };
+    let mut m = Match::new(config, arena(), hitboxes());
+    let mut ids: Vec<_> = (0..80)
+        .map(|i| m.join(&format!("p{i}"), MAX_DATAGRAM).unwrap())
+        .collect();
+    let mut clients = Clients::default();
+    run_about(&mut m, &ids, &mut clients, 1, 60);
+    // Ten leave, one every other tick, while newcomers join.
+    for k in 0..10 {
+        let gone = ids.remove(k * 3);
+        m.leave(gone);
+        clients.views.remove(&gone);
+        if k % 2 == 0 {
+            ids.push(m.join(&format!("late{k}"), MAX_DATAGRAM).unwrap());
+        }
+        run_about(&mut m, &ids, &mut clients, 61 + k as u32 * 2, 2);
+    }
+    run_about(&mut m, &ids, &mut clients, 81, 120);
+    let worst = staleness(&m, &ids, &clients, 127);
+    for c in &ids {
+        let view = clients.view(*c).unwrap();
+        assert_eq!(
+            view.players.len(),
+            ids.len(),
+            "{c} still holds a player who left, or misses one"
+        );
+    }
+    eprintln!("roster changes under partial views: views at most {worst} ticks old");
+    // Most leave at once: more removals than 64 bytes hold; they follow in later snapshots.
+    for gone in ids.drain(..70) {
+        m.leave(gone);
+        clients.views.remove(&gone);
+    }
+    run_about(&mut m, &ids, &mut clients, 201, 1);
+    assert!(
+        ids.iter()
+            .any(|c| clients.view(*c).unwrap().players.len() > ids.len()),
+        "the removals all fitted at once: the test no longer covers lingering ones"
+    );
+    run_about(&mut m, &ids, &mut clients, 202, 60);
+    for c in &ids {
+        assert_eq!(clients.view(*c).unwrap().players.len(), ids.len(), "{c}");
+    }
+    staleness(&m, &ids, &clients, 127);
+}
+
+#[test]
 fn a_small_connection_gets_partial_snapshots_that_always_carry_itself() {
     let config = MatchConfig {
         max_players: 200,
