@@ -1,5 +1,7 @@
-//! The bots' scripted play: wander between random points of the map, look at the nearest
-//! player, crouch now and then. Seeded, so a run is repeatable.
+//! The bots' scripted play, in four behaviours ([`Behaviour`]): stand idle; wander between
+//! random points of the map, looking at the nearest player and crouching now and then;
+//! strafe left and right facing the nearest player; or duel: close in on the nearest player and
+//! strafe around it. Seeded, so a run is repeatable.
 
 use glam::Vec3;
 use rand::rngs::SmallRng;
@@ -10,6 +12,124 @@ use rewind_shared::sim::{self, aim, PlayerState, STAND_HEIGHT};
 
 /// Eye height used to aim, metres above the feet.
 const EYE: f32 = STAND_HEIGHT - 0.1;
+
+/// How a bot plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Behaviour {
+    /// Stands still, looks at the nearest player, never fires.
+    Idle,
+    /// Walks between random points, looks at and fires at the nearest player it sees.
+    Wander,
+    /// Faces the nearest player and strafes left and right, firing.
+    Strafe,
+    /// Closes in on the nearest player to about 8 m, then strafes around it, firing.
+    Duel,
+}
+
+impl Behaviour {
+    pub const ALL: [Behaviour; 4] = [
+        Behaviour::Idle,
+        Behaviour::Wander,
+        Behaviour::Strafe,
+        Behaviour::Duel,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Behaviour::Idle => "idle",
+            Behaviour::Wander => "wander",
+            Behaviour::Strafe => "strafe",
+            Behaviour::Duel => "duel",
+        }
+    }
+
+    /// Whether a bot of this behaviour shoots (when the run allows firing).
+    pub fn fires(self) -> bool {
+        self != Behaviour::Idle
+    }
+}
+
+impl std::str::FromStr for Behaviour {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Behaviour, String> {
+        Behaviour::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| format!("unknown behaviour {s:?}; known: idle, wander, strafe, duel"))
+    }
+}
+
+/// A bot's script: its behaviour and the state it keeps.
+pub struct Script {
+    behaviour: Behaviour,
+    wanderer: Wanderer,
+    /// Strafing direction (+1 right, -1 left) and ticks until it flips.
+    side: i8,
+    side_ticks: u32,
+}
+
+impl Script {
+    pub fn new(behaviour: Behaviour, seed: u64) -> Script {
+        Script {
+            behaviour,
+            wanderer: Wanderer::new(seed),
+            side: 1,
+            side_ticks: 0,
+        }
+    }
+
+    /// The next input (without `seq` and `tick`), given the bot's predicted state and the
+    /// other players where the bot sees them.
+    pub fn next_input(
+        &mut self,
+        me: &PlayerState,
+        my_id: PlayerId,
+        others: &[(PlayerId, Vec3)],
+        map: &Map,
+    ) -> InputCmd {
+        if self.behaviour == Behaviour::Wander {
+            return self.wanderer.next_input(me, my_id, others, map);
+        }
+        let pos = me.pos;
+        let nearest = nearest(pos, my_id, others);
+        let (yaw, pitch) =
+            nearest.map_or((me.yaw, 0), |p| aim(pos + Vec3::Y * EYE, p + Vec3::Y * EYE));
+        if self.side_ticks == 0 {
+            self.side = -self.side;
+            self.side_ticks = self.wanderer.rng.random_range(32..96);
+        }
+        self.side_ticks -= 1;
+        let (move_fwd, move_right) = match self.behaviour {
+            Behaviour::Idle | Behaviour::Wander => (0, 0),
+            Behaviour::Strafe => (0, 127 * self.side),
+            Behaviour::Duel => {
+                let far = nearest.is_some_and(|p| p.distance(pos) > 8.0);
+                (if far { 127 } else { 0 }, 127 * self.side)
+            }
+        };
+        InputCmd {
+            move_fwd,
+            move_right,
+            yaw,
+            pitch,
+            ..InputCmd::default()
+        }
+    }
+}
+
+/// Where the nearest other player is.
+fn nearest(pos: Vec3, my_id: PlayerId, others: &[(PlayerId, Vec3)]) -> Option<Vec3> {
+    others
+        .iter()
+        .filter(|(id, _)| *id != my_id)
+        .min_by(|a, b| {
+            a.1.distance_squared(pos)
+                .total_cmp(&b.1.distance_squared(pos))
+        })
+        .map(|(_, p)| *p)
+}
 
 pub struct Wanderer {
     rng: SmallRng,
@@ -68,12 +188,8 @@ impl Wanderer {
         let to_target = (self.target.unwrap_or(pos) - pos)
             .with_y(0.0)
             .normalize_or_zero();
-        let nearest = others.iter().filter(|(id, _)| *id != my_id).min_by(|a, b| {
-            a.1.distance_squared(pos)
-                .total_cmp(&b.1.distance_squared(pos))
-        });
-        let (yaw, pitch) = match nearest {
-            Some((_, p)) => aim(pos + Vec3::Y * EYE, *p + Vec3::Y * EYE),
+        let (yaw, pitch) = match nearest(pos, my_id, others) {
+            Some(p) => aim(pos + Vec3::Y * EYE, p + Vec3::Y * EYE),
             None if to_target != Vec3::ZERO => aim(pos, pos + to_target),
             None => (me.yaw, 0),
         };
@@ -105,6 +221,36 @@ mod tests {
         assert_eq!((yaw, pitch), (16_384, 0));
         let f = sim::forward(aim(Vec3::ZERO, Vec3::new(-3.0, 1.0, -4.0)).0);
         assert!((f - Vec3::new(-0.6, 0.0, -0.8)).length() < 1e-3);
+    }
+
+    #[test]
+    fn every_behaviour_plays_as_named() {
+        let map = Map::load_named(&rewind_shared::map::default_assets_dir(), "arena").unwrap();
+        let foe = (PlayerId(2), Vec3::new(15.0, 0.0, 0.0));
+        let moved = |b: Behaviour| {
+            let mut script = Script::new(b, 3);
+            let start = PlayerState::spawn(Vec3::new(-15.0, 0.0, 0.0), 0);
+            let mut s = start;
+            let mut strafes = 0;
+            for seq in 1..=200 {
+                let mut c = script.next_input(&s, PlayerId(1), &[foe], &map);
+                c.seq = seq;
+                strafes += u32::from(c.move_right != 0);
+                s = sim::step(&s, &c, &map, 1.0 / 64.0);
+            }
+            (s.pos.distance(foe.1), start.pos.distance(foe.1), strafes)
+        };
+        let (idle, start, idle_strafes) = moved(Behaviour::Idle);
+        assert_eq!((idle, idle_strafes), (start, 0), "idle stands");
+        let (_, _, strafes) = moved(Behaviour::Strafe);
+        assert_eq!(strafes, 200, "strafe always strafes");
+        let (duel, start, _) = moved(Behaviour::Duel);
+        assert!(
+            duel < start - 5.0,
+            "a duellist closes in: {duel} from {start}"
+        );
+        assert_eq!("duel".parse::<Behaviour>(), Ok(Behaviour::Duel));
+        assert!("run".parse::<Behaviour>().is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One bot: a real QUIC client that joins, predicts its own movement, interpolates everyone
-//! else, plays the [`Wanderer`] script and measures what it sees.
+//! else, plays its [`Script`] and measures what it sees.
 
-use crate::behaviour::Wanderer;
+use crate::behaviour::Script;
 use crate::gunner::{Gunner, ShotStats};
 use crate::link::{ConditionedSocket, LinkStats};
 use crate::view::{Predictor, SnapshotBuffer, SnapshotClock};
@@ -27,6 +27,8 @@ use tracing::debug;
 
 /// Clients render this many snapshot intervals behind the newest snapshot.
 pub const INTERP_DELAY_TICKS: f64 = rewind_shared::protocol::INTERP_DELAY_TICKS as f64;
+/// Statistics messages a bot keeps (a day at one a second).
+const MAX_STATS_KEPT: usize = 86_400;
 /// How long a bot whose time is up waits for the verdicts of its last shots.
 const VERDICT_GRACE: Duration = Duration::from_secs(1);
 /// How often a bot samples quinn's RTT estimate.
@@ -36,12 +38,18 @@ const RTT_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct BotReport {
     pub name: String,
+    /// How the bot played, and the link it played through.
+    pub behaviour: &'static str,
+    pub conditions: Option<crate::link::LinkConditions>,
     pub player_id: Option<u16>,
     /// The match the server put the bot in.
     pub match_id: Option<u32>,
     /// Statistics messages received, and the last one.
     pub stats_received: u64,
     pub last_stats: Option<StatsReport>,
+    /// The tick times (p50, p99, max, microseconds) of every statistics message received.
+    #[serde(skip)]
+    pub server_ticks_us: Vec<[u32; 3]>,
     /// Joined the match (got a welcome).
     pub connected: bool,
     /// Why the bot could not join or was cut off, if it was.
@@ -132,7 +140,8 @@ async fn play(
         std::net::IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
     };
     let bind = std::net::SocketAddr::new(ip, 0);
-    let conditioned = match cfg.link {
+    report.conditions = cfg.link_of(ctx.index);
+    let conditioned = match report.conditions {
         Some(link) => Some(
             ConditionedSocket::bind(bind, link, cfg.seed ^ ((ctx.index as u64) << 8))
                 .map_err(|e| format!("cannot bind: {e}"))?,
@@ -233,7 +242,7 @@ async fn game_loop(
     let end = epoch + cfg.duration;
     // After its time is up a bot stops firing and waits (at most this long) for the verdicts
     // of the shots still on their way, so every shot it counts is one the server judged.
-    let grace = end + VERDICT_GRACE;
+    let mut grace = end + VERDICT_GRACE;
     let mut winding_down = false;
     let mut ticker = tokio::time::interval(Duration::from_secs_f32(dt));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -242,10 +251,11 @@ async fn game_loop(
     let mut buffer = SnapshotBuffer::default();
     let mut predictor = Predictor::default();
     let seed = cfg.seed ^ (ctx.index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let mut wanderer = Wanderer::new(seed);
-    let mut gunner = cfg
-        .fire
-        .then(|| Gunner::new(seed ^ 0x5107, cfg.aim_error_deg));
+    let behaviour = *cfg.behaviours.pick(ctx.index, cfg.bots);
+    report.behaviour = behaviour.name();
+    let mut script = Script::new(behaviour, seed);
+    let mut gunner =
+        (cfg.fire && behaviour.fires()).then(|| Gunner::new(seed ^ 0x5107, cfg.aim_error_deg));
 
     let mut names: BTreeMap<PlayerId, String> = BTreeMap::new();
     // Players the bot was told about but has not seen in a snapshot yet, and since when.
@@ -257,6 +267,15 @@ async fn game_loop(
     let mut out = Vec::with_capacity(256);
     loop {
         tokio::select! {
+            _ = cfg.stop.cancelled(), if !winding_down => {
+                // Ctrl-C: leave as at the end of the run, waiting for the last verdicts.
+                winding_down = true;
+                grace = Instant::now() + VERDICT_GRACE;
+                if gunner.as_ref().is_none_or(|g| g.awaiting() == 0) {
+                    report.players_never_seen = unseen.len();
+                    return Ok(());
+                }
+            }
             _ = sleep_until(end), if !winding_down => {
                 winding_down = true;
                 if gunner.as_ref().is_none_or(|g| g.awaiting() == 0) {
@@ -302,6 +321,9 @@ async fn game_loop(
                 ServerControl::Kill { .. } => {}
                 ServerControl::Stats(stats) => {
                     report.stats_received += 1;
+                    if report.server_ticks_us.len() < MAX_STATS_KEPT {
+                        report.server_ticks_us.push([stats.tick_p50_us, stats.tick_p99_us, stats.tick_max_us]);
+                    }
                     report.last_stats = Some(stats);
                 }
             },
@@ -352,7 +374,7 @@ async fn game_loop(
                 let Some(now) = clock.now(local()) else { continue };
                 let view = now - INTERP_DELAY_TICKS;
                 buffer.positions_at(view, &mut others);
-                let mut cmd = wanderer.next_input(&state, me, &others, map);
+                let mut cmd = script.next_input(&state, me, &others, map);
                 seq += 1;
                 cmd.seq = seq;
                 if let Some(g) = gunner.as_mut().filter(|_| !winding_down) {

@@ -10,6 +10,7 @@ pub mod link;
 pub mod report;
 pub mod view;
 
+pub use behaviour::Behaviour;
 pub use bot::BotReport;
 pub use link::LinkConditions;
 pub use report::Report;
@@ -54,6 +55,12 @@ pub struct SimConfig {
     pub connect_timeout: Duration,
     /// Network impairment applied to every packet of every bot, both ways. Default none.
     pub link: Option<LinkConditions>,
+    /// Different impairments for shares of the bots (overrides `link`). Default none.
+    pub link_mix: Option<Mix<LinkConditions>>,
+    /// How the bots play, in shares. Default: all wander.
+    pub behaviours: Mix<Behaviour>,
+    /// Ends the run early (Ctrl-C): bots leave cleanly and the report covers what happened.
+    pub stop: tokio_util::sync::CancellationToken,
     /// Bots shoot at the nearest player they see. Default true.
     pub fire: bool,
     /// Bots' aim error, degrees either way (uniform). Default 0.8.
@@ -79,10 +86,21 @@ impl SimConfig {
             connect_spacing: Duration::from_millis(5),
             connect_timeout: Duration::from_secs(5),
             link: None,
+            link_mix: None,
+            behaviours: Mix::one(Behaviour::Wander),
+            stop: tokio_util::sync::CancellationToken::new(),
             fire: true,
             aim_error_deg: 0.8,
 
             maps: Arc::default(),
+        }
+    }
+
+    /// The link conditions of bot `index`.
+    pub fn link_of(&self, index: usize) -> Option<LinkConditions> {
+        match &self.link_mix {
+            Some(mix) => Some(*mix.pick(index, self.bots)),
+            None => self.link,
         }
     }
 
@@ -98,6 +116,60 @@ impl SimConfig {
         let m = Arc::new(Map::load_named(&self.assets, name).map_err(|e| e.to_string())?);
         maps.insert(name.to_string(), m.clone());
         Ok(m)
+    }
+}
+
+/// Shares of the bots, such as `fair:70,average:30`: bot `i` of `n` gets the part whose
+/// cumulative share covers `i`, so the split is exact up to rounding and the same every run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mix<T> {
+    parts: Vec<(T, u32)>,
+}
+
+impl<T> Mix<T> {
+    /// Everyone the same.
+    pub fn one(t: T) -> Mix<T> {
+        Mix {
+            parts: vec![(t, 1)],
+        }
+    }
+
+    /// Parses `name` or `name:weight,name:weight,...` (weights are relative, at least 1).
+    pub fn parse(s: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<Mix<T>, String> {
+        let mut parts = Vec::new();
+        for part in s.split(',') {
+            let (name, weight) = match part.split_once(':') {
+                Some((name, w)) => (
+                    name,
+                    w.trim()
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|w| *w > 0)
+                        .ok_or_else(|| {
+                            format!("{part:?}: the share must be a whole number above 0")
+                        })?,
+                ),
+                None => (part, 1),
+            };
+            parts.push((item(name.trim())?, weight));
+        }
+        if parts.is_empty() {
+            return Err("an empty mix".into());
+        }
+        Ok(Mix { parts })
+    }
+
+    /// The part bot `i` of `n` belongs to.
+    pub fn pick(&self, i: usize, n: usize) -> &T {
+        let total: u64 = self.parts.iter().map(|(_, w)| u64::from(*w)).sum();
+        let mut upto = 0u64;
+        for (t, w) in &self.parts {
+            upto += u64::from(*w);
+            if (i as u64) * total < upto * n.max(1) as u64 {
+                return t;
+            }
+        }
+        &self.parts[self.parts.len() - 1].0
     }
 }
 
@@ -162,8 +234,14 @@ pub async fn run(cfg: SimConfig) -> Result<Report, SimError> {
             (cfg.clone(), client.clone(), live.clone(), hitboxes.clone());
         let delay = cfg.connect_spacing * i as u32;
         handles.push(tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            bot::run(i, cfg, client, live, hitboxes).await
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => bot::run(i, cfg, client, live, hitboxes).await,
+                _ = cfg.stop.cancelled() => BotReport {
+                    name: format!("{}{i}", cfg.name_prefix),
+                    error: Some("stopped before connecting".into()),
+                    ..BotReport::default()
+                },
+            }
         }));
     }
     let mut bots = Vec::with_capacity(handles.len());
@@ -181,25 +259,63 @@ pub async fn run(cfg: SimConfig) -> Result<Report, SimError> {
         &bots,
         cfg.duration,
         started.elapsed(),
-        cfg.link,
+        cfg.link_mix.is_none().then_some(cfg.link).flatten(),
     ))
 }
 
+/// Progress while the bots play: a bar on a terminal, a line a second otherwise.
 async fn print_progress(cfg: Arc<SimConfig>, live: Arc<Live>, started: Instant) {
+    use std::io::IsTerminal;
+    let total = cfg.duration + cfg.connect_spacing * cfg.bots as u32;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(total.as_millis() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {percent:>3}% {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    });
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.tick().await;
     let (mut snaps, mut inputs) = (0, 0);
     loop {
         every.tick().await;
         let (s, i) = (live.snapshots.load(Relaxed), live.inputs.load(Relaxed));
-        eprintln!(
-            "[{:5.1}s] bots {}/{} connected, {} snapshots/s, {} inputs/s",
-            started.elapsed().as_secs_f64(),
+        let line = format!(
+            "bots {}/{} connected, {} snapshots/s, {} inputs/s",
             live.connected.load(Relaxed),
             cfg.bots,
             s - snaps,
             i - inputs
         );
+        match &bar {
+            Some(bar) => {
+                bar.set_position(started.elapsed().as_millis() as u64);
+                bar.set_message(line);
+            }
+            None => eprintln!("[{:5.1}s] {line}", started.elapsed().as_secs_f64()),
+        }
         (snaps, inputs) = (s, i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mix_splits_the_bots_by_share_the_same_every_run() {
+        let mix = Mix::parse("fair:70,average:30", |s| Ok(s.to_string())).unwrap();
+        let picks: Vec<&str> = (0..10).map(|i| mix.pick(i, 10).as_str()).collect();
+        assert_eq!(picks.iter().filter(|p| **p == "fair").count(), 7);
+        assert_eq!(picks[..7], ["fair"; 7]);
+        let one = Mix::parse("duel", |s| Ok(s.to_string())).unwrap();
+        assert!((0..5).all(|i| one.pick(i, 5) == "duel"));
+        assert!(Mix::parse("fair:0", |s| Ok(s.to_string())).is_err());
+        assert!(Mix::parse("fair:x", |s| Ok(s.to_string())).is_err());
+        assert!(Mix::<String>::parse("nope", |s| Err(format!("unknown {s}"))).is_err());
     }
 }

@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use client_sim::SimConfig;
+use client_sim::link::LinkConditions;
+use client_sim::{Mix, SimConfig};
 use rewind_transport as transport;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +26,17 @@ struct Args {
     /// Number of bots.
     #[arg(long, default_value_t = 10)]
     bots: usize,
+    /// Bots started per second (ramp-up) [default: 200].
+    #[arg(long)]
+    ramp: Option<f64>,
+    /// How the bots play: idle, wander, strafe or duel, or shares such as
+    /// `wander:70,duel:20,idle:10`.
+    #[arg(long, default_value = "wander")]
+    behaviour: String,
+    /// Different links for shares of the bots, such as `fair:70,average:30` (presets as for
+    /// --link; overrides --link).
+    #[arg(long)]
+    link_mix: Option<String>,
     /// Seconds each bot plays.
     #[arg(long, default_value = "10", value_parser = client_sim::parse_seconds)]
     duration: Duration,
@@ -71,6 +83,34 @@ async fn main() -> anyhow::Result<()> {
     cfg.fire = !args.no_fire;
     cfg.aim_error_deg = args.aim_error_deg;
     cfg.link = args.link.conditions().map_err(anyhow::Error::msg)?;
+    cfg.behaviours = Mix::parse(&args.behaviour, str::parse).map_err(anyhow::Error::msg)?;
+    if let Some(mix) = &args.link_mix {
+        let preset = |name: &str| {
+            LinkConditions::preset(name).ok_or_else(|| {
+                format!(
+                    "unknown link preset {name:?}; known: {}",
+                    LinkConditions::names()
+                )
+            })
+        };
+        cfg.link_mix = Some(Mix::parse(mix, preset).map_err(anyhow::Error::msg)?);
+    }
+    if let Some(rate) = args.ramp {
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0,
+            "--ramp {rate}: bots per second must be above 0"
+        );
+        cfg.connect_spacing = Duration::from_secs_f64(1.0 / rate);
+    }
+    // Ctrl-C ends the run early: the bots leave cleanly and the report is printed.
+    let stop = cfg.stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopping: the bots leave and the report follows");
+            stop.cancel();
+        }
+    });
+    let stopped = cfg.stop.clone();
     let report = client_sim::run(cfg).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -79,6 +119,13 @@ async fn main() -> anyhow::Result<()> {
     }
     if report.bots_connected == 0 {
         anyhow::bail!("no bot could join the server");
+    }
+    if report.failed > 0 && !stopped.is_cancelled() {
+        anyhow::bail!(
+            "{} of {} bots could not join or were cut off (see the errors above)",
+            report.failed,
+            report.bots
+        );
     }
     Ok(())
 }

@@ -52,9 +52,57 @@ pub struct Report {
     /// them reported (microseconds).
     pub server_stats_received: u64,
     pub server_tick_p99_us: Option<u32>,
+    /// Bots that joined, and bots that could not join or were cut off (any bot with an error).
+    pub connected: usize,
+    pub failed: usize,
+    /// RTT percentiles, ms (the same as `rtt_ms_p50` and `rtt_ms_p99`).
+    pub rtt_ms: Percentiles,
+    /// UDP bytes per bot per second, QUIC included (the same as the `*_per_bot_per_sec` keys).
+    pub bytes_down_per_bot_s: f64,
+    pub bytes_up_per_bot_s: f64,
+    /// The server's tick times from its statistics messages, ms: the median of the medians
+    /// reported, the highest 99th percentile, the longest tick.
+    pub server_tick_ms: Option<TickMs>,
+    /// Ticks that ran late, from the statistics messages: for each match the newest count, summed.
+    pub tick_overruns: u64,
+    /// Bots per behaviour, and per link (when they differ).
+    pub behaviours: BTreeMap<&'static str, usize>,
+    pub links: BTreeMap<String, usize>,
     /// Distinct errors, with how many bots had each.
     pub errors: Vec<(String, usize)>,
     pub per_bot: Vec<BotReport>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p99: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct TickMs {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// The server's tick times as its statistics messages told the bots.
+fn server_ticks(bots: &[BotReport]) -> Option<TickMs> {
+    let mut p50: Vec<u32> = bots
+        .iter()
+        .flat_map(|b| b.server_ticks_us.iter().map(|t| t[0]))
+        .collect();
+    if p50.is_empty() {
+        return None;
+    }
+    p50.sort_unstable();
+    let all = || bots.iter().flat_map(|b| b.server_ticks_us.iter());
+    let ms = |us: u32| f64::from(us) / 1000.0;
+    Some(TickMs {
+        p50: ms(p50[p50.len() / 2]),
+        p99: ms(all().map(|t| t[1]).max().unwrap_or(0)),
+        max: ms(all().map(|t| t[2]).max().unwrap_or(0)),
+    })
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -144,6 +192,37 @@ impl Report {
                 .iter()
                 .filter_map(|b| b.last_stats.as_ref().map(|s| s.tick_p99_us))
                 .max(),
+            connected: connected.len(),
+            failed: bots.iter().filter(|b| b.error.is_some()).count(),
+            rtt_ms: Percentiles {
+                p50: percentile(&rtt, 0.50),
+                p99: percentile(&rtt, 0.99),
+            },
+            bytes_down_per_bot_s: per_sec(|b| b.bytes_down as f64),
+            bytes_up_per_bot_s: per_sec(|b| b.bytes_up as f64),
+            server_tick_ms: server_ticks(bots),
+            tick_overruns: bots
+                .iter()
+                .filter_map(|b| b.last_stats.as_ref())
+                .fold(BTreeMap::<u32, u32>::new(), |mut m, s| {
+                    let e = m.entry(s.match_id).or_default();
+                    *e = (*e).max(s.overruns);
+                    m
+                })
+                .values()
+                .map(|n| u64::from(*n))
+                .sum(),
+            behaviours: bots.iter().fold(BTreeMap::new(), |mut m, b| {
+                *m.entry(b.behaviour).or_default() += 1;
+                m
+            }),
+            links: bots
+                .iter()
+                .filter_map(|b| b.conditions.map(|c| c.to_string()))
+                .fold(BTreeMap::new(), |mut m, l| {
+                    *m.entry(l).or_default() += 1;
+                    m
+                }),
             errors,
             per_bot: bots.to_vec(),
         }
@@ -211,12 +290,28 @@ impl fmt::Display for Report {
             "players seen        first seen at most {:.0} ms after being announced; {} never seen",
             self.first_seen_ms_max, self.players_never_seen
         )?;
-        if let Some(p99) = self.server_tick_p99_us {
+        if let Some(t) = &self.server_tick_ms {
             writeln!(
                 f,
-                "server said         tick p99 {p99} us (in {} statistics messages)",
-                self.server_stats_received
+                "server said         tick p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} late ticks (in {} statistics messages)",
+                t.p50, t.p99, t.max, self.tick_overruns, self.server_stats_received
             )?;
+        }
+        if self.behaviours.len() > 1 {
+            let b: Vec<String> = self
+                .behaviours
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            writeln!(f, "behaviours          {}", b.join(", "))?;
+        }
+        if self.links.len() > 1 {
+            let l: Vec<String> = self
+                .links
+                .iter()
+                .map(|(k, n)| format!("{n} x {k}"))
+                .collect();
+            writeln!(f, "links               {}", l.join("; "))?;
         }
         if self.snapshot_errors > 0 {
             writeln!(f, "snapshot errors     {}", self.snapshot_errors)?;

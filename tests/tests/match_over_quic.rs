@@ -225,3 +225,41 @@ async fn bots_and_server_agree_on_hits_through_a_100_ms_lossy_link() {
     assert_eq!(report.prediction_mismatches, 0);
     assert_eq!(stats.game.shots, report.shots);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_play_their_behaviours_through_their_links_and_stop_cleanly() {
+    let server = start_server(|_| {}).await;
+    let mut cfg = bots(&server, 4, 30.0);
+    cfg.behaviours = client_sim::Mix::parse("idle:1,duel:1", str::parse).unwrap();
+    cfg.link_mix = Some(
+        client_sim::Mix::parse("perfect:1,good:1", |s| {
+            client_sim::LinkConditions::preset(s).ok_or_else(|| s.to_string())
+        })
+        .unwrap(),
+    );
+    // Ctrl-C after two seconds of a thirty-second run.
+    let stop = cfg.stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.cancel();
+    });
+    let started = std::time::Instant::now();
+    let report = client_sim::run(cfg).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(6), "stopped early");
+    let stats = server.shutdown().await;
+    assert_eq!(report.connected, 4, "{:?}", report.errors);
+    assert_eq!(report.failed, 0, "{:?}", report.errors);
+    assert_eq!(
+        report.behaviours,
+        std::collections::BTreeMap::from([("duel", 2), ("idle", 2)])
+    );
+    assert_eq!(report.links.len(), 2, "{:?}", report.links);
+    for b in &report.per_bot {
+        match b.behaviour {
+            "idle" => assert_eq!(b.shots.shots, 0, "{} is idle", b.name),
+            _ => assert!(b.travelled_m > 1.0, "{} duels", b.name),
+        }
+    }
+    assert_eq!(stats.game.leaves, 4, "every bot left cleanly");
+    assert_eq!(report.prediction_mismatches, 0);
+}
