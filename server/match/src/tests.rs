@@ -231,6 +231,15 @@ fn run_about(
     sizes
 }
 
+/// A match with `config` and `players` joined, named `p0`, `p1`, ...
+fn crowd(players: usize, config: MatchConfig) -> (Match, Vec<PlayerId>) {
+    let mut m = Match::new(config, arena(), hitboxes());
+    let ids = (0..players)
+        .map(|i| m.join(&format!("p{i}"), MAX_DATAGRAM).unwrap())
+        .collect();
+    (m, ids)
+}
+
 #[test]
 fn snapshots_rebuild_the_world_exactly_and_use_acked_baselines() {
     // A budget that takes every change: each snapshot is complete.
@@ -238,10 +247,7 @@ fn snapshots_rebuild_the_world_exactly_and_use_acked_baselines() {
         snapshot_budget: MAX_DATAGRAM,
         ..MatchConfig::default()
     };
-    let mut m = Match::new(config, arena(), hitboxes());
-    let ids: Vec<_> = (0..10)
-        .map(|i| m.join(&format!("bot{i}"), MAX_DATAGRAM).unwrap())
-        .collect();
+    let (mut m, ids) = crowd(10, config);
     let mut clients = Clients::default();
     for t in 1..=40u32 {
         let sizes = run_about(&mut m, &ids, &mut clients, t, 1);
@@ -299,11 +305,8 @@ fn a_budget_keeps_every_snapshot_small_and_every_client_converges() {
         snapshot_budget: 108,
         ..MatchConfig::default()
     };
-    let mut m = Match::new(config, arena(), hitboxes());
+    let (mut m, ids) = crowd(10, config);
     let budget = m.config().snapshot_budget;
-    let ids: Vec<_> = (0..10)
-        .map(|i| m.join(&format!("bot{i}"), MAX_DATAGRAM).unwrap())
-        .collect();
     let mut clients = Clients::default();
     let sizes = run_about(&mut m, &ids, &mut clients, 1, 200);
     assert!(
@@ -327,11 +330,8 @@ fn a_big_match_converges_within_the_budget_nearest_first() {
         snapshot_budget: 108,
         ..MatchConfig::default()
     };
-    let mut m = Match::new(config, arena(), hitboxes());
+    let (mut m, ids) = crowd(128, config);
     let budget = m.config().snapshot_budget;
-    let ids: Vec<_> = (0..128)
-        .map(|i| m.join(&format!("p{i}"), MAX_DATAGRAM).unwrap())
-        .collect();
     let mut clients = Clients::default();
     let sizes = run_about(&mut m, &ids, &mut clients, 1, 256);
     assert!(sizes.iter().all(|n| *n <= budget));
@@ -385,10 +385,7 @@ fn a_client_whose_view_is_older_than_the_state_log_gets_absolute_states() {
         snapshot_budget: 64,
         ..MatchConfig::default()
     };
-    let mut m = Match::new(config, arena(), hitboxes());
-    let ids: Vec<_> = (0..160)
-        .map(|i| m.join(&format!("p{i}"), MAX_DATAGRAM).unwrap())
-        .collect();
+    let (mut m, ids) = crowd(160, config);
     let mut clients = Clients::default();
     let mut absolute = 0;
     for t in 1..=240 {
@@ -430,10 +427,7 @@ fn partial_views_follow_players_who_leave_and_join() {
         snapshot_history: 128,
         ..MatchConfig::default()
     };
-    let mut m = Match::new(config, arena(), hitboxes());
-    let mut ids: Vec<_> = (0..80)
-        .map(|i| m.join(&format!("p{i}"), MAX_DATAGRAM).unwrap())
-        .collect();
+    let (mut m, mut ids) = crowd(80, config);
     let mut clients = Clients::default();
     run_about(&mut m, &ids, &mut clients, 1, 60);
     // Ten leave, one every other tick, while newcomers join.
