@@ -78,7 +78,7 @@ pub struct BotReport {
     pub first_seen_ms_max: f64,
     /// Path length of the bot's authoritative positions, metres.
     pub travelled_m: f32,
-    /// UDP bytes sent and received, QUIC overhead included.
+    /// UDP bytes sent and received from the welcome on, QUIC overhead included.
     pub bytes_up: u64,
     pub bytes_down: u64,
     #[serde(skip)]
@@ -163,8 +163,9 @@ async fn play(
         .map_err(|e| format!("cannot connect: {e}"))?;
     let result = session(ctx, &conn, report).await;
     let stats = conn.stats();
-    report.bytes_up = stats.udp_tx.bytes;
-    report.bytes_down = stats.udp_rx.bytes;
+    // From the welcome on: the handshake and its certificate are not play.
+    report.bytes_up = stats.udp_tx.bytes.saturating_sub(report.bytes_up);
+    report.bytes_down = stats.udp_rx.bytes.saturating_sub(report.bytes_down);
     report.link = conditioned.map(|s| s.stats());
     transport::close(&conn, CloseCode::Normal, "bot done");
     let _ = timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
@@ -203,6 +204,10 @@ async fn session(
     };
     let map = cfg.map(&welcome.map)?;
     report.connected = true;
+    // What the connection carried up to the welcome, taken off at the end.
+    let at_welcome = conn.stats();
+    report.bytes_up = at_welcome.udp_tx.bytes;
+    report.bytes_down = at_welcome.udp_rx.bytes;
     report.player_id = Some(welcome.player_id.0);
     report.match_id = Some(welcome.match_id);
     live.connected.fetch_add(1, Relaxed);

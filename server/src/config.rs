@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// QUIC's bytes around one snapshot datagram: short header, packet number, AEAD tag, the
 /// DATAGRAM frame's type and length, and room for an ACK frame.
-const QUIC_BYTES_PER_PACKET: u64 = 48;
+pub const QUIC_BYTES_PER_PACKET: u64 = 48;
 /// The least snapshot budget a server runs with: room for a player or two every tick.
 const MIN_SNAPSHOT_BUDGET: usize = 64;
 
@@ -69,8 +69,9 @@ pub struct ServerConfig {
     /// Snapshots kept as delta baselines. Default 32: see [`MatchConfig::snapshot_history`].
     pub snapshot_history: usize,
     /// Downstream budget per client, kbit/s including QUIC. Default: none (a snapshot may fill
-    /// a datagram). Set, each tick's snapshot gets this share of it less about 48 bytes of QUIC
-    /// per packet (80 kbit/s at 64 Hz: 108 bytes); when a tick's changes do not fit, the
+    /// a datagram). Set, each client's snapshots start at this share of it less about 48 bytes
+    /// of QUIC per packet (80 kbit/s at 64 Hz: 108 bytes), and the server then steers each
+    /// client's snapshot size by what its connection really sends; when a tick's changes do not fit, the
     /// client itself, the nearest and the longest-waiting players go first and the rest follow
     /// (see [`MatchConfig::snapshot_budget`]). Not yet the default: far players are then a few
     /// ticks stale on the client, and shots are still judged against the server's own history,
@@ -295,7 +296,8 @@ impl ServerConfig {
             max_players: self.match_size,
             input_buffer: self.input_buffer,
             snapshot_history: self.snapshot_history,
-            snapshot_budget: budget,
+            // A set budget is kept per client from what its connection really carries.
+            snapshot_budget: MAX_DATAGRAM,
             rewind: RewindPolicy {
                 enabled: self.lag_compensation,
                 window: Duration::from_millis(self.rewind_window_ms),
@@ -308,8 +310,9 @@ impl ServerConfig {
         })
     }
 
-    /// Snapshot bytes per tick that the downstream budget leaves after QUIC's share (without a
-    /// budget, a whole datagram).
+    /// Snapshot bytes per tick that the downstream budget leaves after QUIC's estimated share
+    /// (without a budget, a whole datagram): where each client starts; the server then keeps
+    /// the client within the budget by measuring what its connection sends.
     pub fn snapshot_budget(&self, rate: TickRate) -> usize {
         match self.downstream_kbps {
             Some(kbps) => {
@@ -396,15 +399,15 @@ mod tests {
     #[test]
     fn the_downstream_budget_becomes_bytes_per_snapshot() {
         let d = ServerConfig::default();
-        assert_eq!(d.match_config().unwrap().snapshot_budget, MAX_DATAGRAM);
+        assert_eq!(d.snapshot_budget(TickRate::DEFAULT), MAX_DATAGRAM);
         let at = |kbps: u32, hz: u16| {
-            ServerConfig {
+            let c = ServerConfig {
                 downstream_kbps: Some(kbps),
                 tick_rate_hz: hz,
                 ..ServerConfig::default()
-            }
-            .match_config()
-            .map(|m| m.snapshot_budget)
+            };
+            c.match_config()
+                .map(|_| c.snapshot_budget(TickRate::new(hz).unwrap()))
         };
         assert_eq!(at(80, 64).unwrap(), 108);
         assert_eq!(at(160, 128).unwrap(), 108);

@@ -62,7 +62,44 @@ struct Session {
     conn: quinn::Connection,
     control: mpsc::Sender<ServerControl>,
     slot: Arc<InputSlot>,
+    /// The snapshot size that keeps this connection within the downstream target, if one is set.
+    allowance: Option<Allowance>,
 }
+
+/// A connection's snapshot size, steered once a second by what the connection really sent
+/// (QUIC, retransmissions and reliable messages included) against the downstream target.
+struct Allowance {
+    bytes: f64,
+    sent: u64,
+    since: Instant,
+}
+
+impl Allowance {
+    fn new(conn: &quinn::Connection, first: usize) -> Allowance {
+        Allowance {
+            bytes: first as f64,
+            sent: conn.stats().udp_tx.bytes,
+            since: Instant::now(),
+        }
+    }
+
+    /// Half of last second's excess (or room) comes off (or on) each snapshot for the next.
+    fn steer(&mut self, conn: &quinn::Connection, target: f64, hz: f64) {
+        let elapsed = self.since.elapsed().as_secs_f64();
+        if elapsed < 1.0 {
+            return;
+        }
+        let sent = conn.stats().udp_tx.bytes;
+        let rate = sent.saturating_sub(self.sent) as f64 / elapsed;
+        self.bytes =
+            (self.bytes + 0.5 * (target - rate) / hz).clamp(MIN_ALLOWANCE, MAX_DATAGRAM as f64);
+        self.sent = sent;
+        self.since = Instant::now();
+    }
+}
+
+/// The least snapshot a client is allowed, whatever its connection costs: itself and a player.
+const MIN_ALLOWANCE: f64 = 48.0;
 
 /// Runs match `id` until it ends, then finishes its recording and files its report.
 pub(crate) async fn run(id: u32, host: Arc<Host>, commands: mpsc::Receiver<Command>) {
@@ -284,12 +321,15 @@ impl Hosted {
                     slot,
                     reply,
                 } => {
+                    let downstream = self.host.blueprint().downstream;
                     let joined = self.game.join(&name, max_datagram).map(|player| {
+                        let allowance = downstream.map(|d| Allowance::new(&conn, d.first_snapshot));
                         let session = self.sessions.insert(Session {
                             player,
                             conn,
                             control,
                             slot,
+                            allowance,
                         });
                         self.by_player.insert(player, session);
                         self.peak_players = self.peak_players.max(self.by_player.len());
@@ -343,10 +383,16 @@ impl Hosted {
     }
 
     fn update_links(&mut self) {
-        for s in self.sessions.values() {
+        let downstream = self.host.blueprint().downstream;
+        let hz = f64::from(self.game.config().tick_rate.hz());
+        for s in self.sessions.values_mut() {
             let max = s.conn.max_datagram_size().unwrap_or(0).min(MAX_DATAGRAM);
             self.game.set_max_datagram(s.player, max);
             self.game.set_rtt(s.player, s.conn.rtt());
+            if let (Some(d), Some(a)) = (downstream, s.allowance.as_mut()) {
+                a.steer(&s.conn, d.bytes_per_s, hz);
+                self.game.set_snapshot_budget(s.player, a.bytes as usize);
+            }
         }
     }
 

@@ -45,6 +45,16 @@ pub(crate) struct Blueprint {
     pub rules: Rules,
     pub stats_interval: Option<Duration>,
     pub command_queue: usize,
+    /// A downstream target per client, when one is set.
+    pub downstream: Option<Downstream>,
+}
+
+/// What each client may receive: the target (bytes per second, QUIC and every message
+/// included) and the snapshot size to start from (the estimate of what leaves room for QUIC).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Downstream {
+    pub bytes_per_s: f64,
+    pub first_snapshot: usize,
 }
 
 pub(crate) struct Recording {

@@ -9,7 +9,7 @@
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::game_loop::{Command, Joined, Refused};
-use crate::host::{AssignError, Blueprint, Host, MatchReport, Recording, Rules};
+use crate::host::{AssignError, Blueprint, Downstream, Host, MatchReport, Recording, Rules};
 use crate::session::InputSlot;
 use crate::stats::{Counters, ServerStats, TickTimes};
 use rewind_match::{JoinError, MatchStats};
@@ -189,6 +189,7 @@ impl Server {
             max_matches = rules.max_matches,
             "server listening"
         );
+        let rate = match_config.tick_rate;
         let blueprint = Blueprint {
             match_config,
             map,
@@ -198,6 +199,10 @@ impl Server {
             stats_interval: (config.stats_interval_ms > 0)
                 .then(|| Duration::from_millis(config.stats_interval_ms)),
             command_queue: config.command_queue,
+            downstream: config.downstream_kbps.map(|kbps| Downstream {
+                bytes_per_s: f64::from(kbps) * 125.0,
+                first_snapshot: config.snapshot_budget(rate),
+            }),
         };
         let cancel = CancellationToken::new();
         let host = Host::new(blueprint, counters.clone(), cancel.clone());

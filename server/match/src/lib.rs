@@ -11,7 +11,8 @@
 //! - **Construction**: [`Match::new`], [`Match::restore`] (from a [`Keyframe`]).
 //! - **Handling what players do** (between ticks): [`Match::join`], [`Match::leave`],
 //!   [`Match::receive`] (one input datagram), [`Match::note_dropped`] (datagrams the shell
-//!   dropped), [`Match::set_rtt`], [`Match::set_max_datagram`].
+//!   dropped), [`Match::set_rtt`], [`Match::set_max_datagram`],
+//!   [`Match::set_snapshot_budget`].
 //! - **Stepping**: [`Match::tick`] (live: inputs from the buffers, then snapshots) and
 //!   [`Match::replay`] (a recorded tick's inputs). Both run the same step.
 //! - **Draining outputs**, one kind at a time: [`Match::poll_datagram`] (snapshots),
@@ -257,6 +258,15 @@ impl Match {
     pub fn set_max_datagram(&mut self, id: PlayerId, max: usize) {
         if let Some(p) = self.player_mut(id) {
             p.max_datagram = max;
+        }
+    }
+
+    /// Sets a client's own snapshot budget, bytes per tick (the match's `snapshot_budget`
+    /// still caps it): a shell that measures what each connection really sends keeps it within
+    /// a downstream target.
+    pub fn set_snapshot_budget(&mut self, id: PlayerId, bytes: usize) {
+        if let Some(p) = self.player_mut(id) {
+            p.budget = Some(bytes);
         }
     }
 

@@ -48,6 +48,7 @@ impl Match {
             inputs: InputBuffer::new(self.config.input_buffer, 0, 0),
             ack: None,
             max_datagram,
+            budget: None,
             replica: Replica::default(),
         };
         let at = self.players.partition_point(|p| p.id < id);

@@ -53,6 +53,7 @@ impl Match {
                 inputs: InputBuffer::new(m.config.input_buffer, s.applied, s.catch_up_credit),
                 ack: None,
                 max_datagram: MAX_DATAGRAM,
+                budget: None,
                 replica: Replica::default(),
             })
             .collect();

@@ -24,6 +24,8 @@ pub(crate) struct Player {
     pub ack: Option<Tick>,
     /// Largest snapshot the connection takes now.
     pub max_datagram: usize,
+    /// This client's own snapshot budget, when the shell manages one (below the match's).
+    pub budget: Option<usize>,
     /// What this player's client was sent (its views) and who it needs next.
     pub replica: Replica,
 }

@@ -346,9 +346,13 @@ impl Match {
                 inputs,
                 state,
                 max_datagram,
+                budget,
                 ..
             } = p;
-            let budget = config.snapshot_budget.min(*max_datagram);
+            let budget = config
+                .snapshot_budget
+                .min(*max_datagram)
+                .min(budget.unwrap_or(usize::MAX));
             let base = ack.and_then(|ack| view(&replica.sent, ack, history));
             let start = s.wire.len();
             // A whole-world baseline (or none): the shared snapshot, if it fits.
