@@ -176,6 +176,8 @@ fn crouch_input_changes_stance_on_the_server() {
 #[derive(Default)]
 struct Clients {
     views: std::collections::BTreeMap<PlayerId, Vec<WorldSnapshot>>,
+    /// Players received whole although the baseline held them (flagged absolute).
+    absolute: usize,
 }
 
 impl Clients {
@@ -192,6 +194,11 @@ impl Clients {
         out.into_iter()
             .map(|(id, bytes)| {
                 let ServerDatagram::Snapshot(msg) = codec::decode(&bytes).unwrap();
+                self.absolute += msg
+                    .players
+                    .iter()
+                    .filter(|p| p.flags & rewind_shared::protocol::FLAG_ABSOLUTE != 0)
+                    .count();
                 let views = self.views.entry(id).or_default();
                 let want = msg.tick.minus(u32::from(msg.baseline_age));
                 let base = views.iter().rev().find(|w| w.tick == want);
@@ -387,29 +394,8 @@ fn a_client_whose_view_is_older_than_the_state_log_gets_absolute_states() {
     };
     let (mut m, ids) = crowd(160, config);
     let mut clients = Clients::default();
-    let mut absolute = 0;
-    for t in 1..=240 {
-        for (k, id) in ids.iter().enumerate() {
-            let yaw = (k as u32 * 6000 + t * 50) as u16;
-            let batch = InputBatch {
-                ack: clients.ack(*id),
-                inputs: vec![cmd(t, 127, yaw)],
-            };
-            m.receive(*id, &batch).unwrap();
-        }
-        m.tick();
-        controls(&mut m);
-        let out = datagrams(&mut m);
-        for (_, bytes) in &out {
-            let ServerDatagram::Snapshot(msg) = codec::decode(bytes).unwrap();
-            absolute += msg
-                .players
-                .iter()
-                .filter(|p| p.flags & rewind_shared::protocol::FLAG_ABSOLUTE != 0)
-                .count();
-        }
-        clients.receive(out);
-    }
+    run_about(&mut m, &ids, &mut clients, 1, 240);
+    let absolute = clients.absolute;
     assert!(absolute > 0, "no view outlived the state log");
     // Every view still rebuilt exactly: each player as it really was at some recent tick.
     let worst = staleness(&m, &ids, &clients, 254);
