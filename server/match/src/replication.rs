@@ -313,7 +313,11 @@ pub(crate) struct Scratch {
     realigned: Vec<f32>,
     /// The players chosen: id, index in the roster, and their bytes in `entries`.
     chosen: Vec<(PlayerId, usize, Range<usize>)>,
+    /// This tick's encoded players, each written once per baseline version it is sent from
+    /// (`encoded[i]` lists player `i`'s: version and bytes in `entries`), shared by every client
+    /// that holds the same version.
     entries: Vec<u8>,
+    encoded: Vec<Vec<(u32, Range<usize>)>>,
     removed: Vec<PlayerId>,
     entry: Vec<u8>,
 }
@@ -334,6 +338,11 @@ impl Match {
             return;
         };
         s.versions.update(current);
+        s.entries.clear();
+        s.encoded.resize_with(current.players.len(), Vec::new);
+        for e in &mut s.encoded {
+            e.clear();
+        }
         s.shared.clear();
         s.shared_bytes.clear();
         s.sent.clear();
@@ -594,31 +603,36 @@ fn prioritised(
         s.removed.split_off(k)
     };
     s.chosen.clear();
-    s.entries.clear();
     for &key in &s.candidates {
         if used + MIN_ENTRY > budget {
             break;
         }
         let i = (key & 0xffff_ffff) as usize;
         let (id, now) = &current.players[i];
-        let d = match s.base_versions[i] {
-            0 => snapshot::delta(*id, now, None),
-            v => match s.versions.state(i, v) {
-                Some(old) => snapshot::delta(*id, now, Some(old)),
-                // The client's state is older than the log: send it whole.
-                None => snapshot::absolute(*id, now),
-            },
+        let bv = s.base_versions[i];
+        let bytes = match s.encoded[i].iter().find(|(v, _)| *v == bv) {
+            Some((_, bytes)) => bytes.clone(),
+            None => {
+                let d = match bv {
+                    0 => snapshot::delta(*id, now, None),
+                    v => match s.versions.state(i, v) {
+                        Some(old) => snapshot::delta(*id, now, Some(old)),
+                        // The client's state is older than the log: send it whole.
+                        None => snapshot::absolute(*id, now),
+                    },
+                };
+                let at = s.entries.len();
+                if snapshot::encode_player(&d, &mut s.entries).is_err() {
+                    s.entries.truncate(at);
+                    continue;
+                }
+                s.encoded[i].push((bv, at..s.entries.len()));
+                at..s.entries.len()
+            }
         };
-        let at = s.entries.len();
-        let Ok(size) = snapshot::encode_player(&d, &mut s.entries) else {
-            s.entries.truncate(at);
-            continue;
-        };
-        if used + size <= budget {
-            used += size;
-            s.chosen.push((*id, i, at..s.entries.len()));
-        } else {
-            s.entries.truncate(at);
+        if used + bytes.len() <= budget {
+            used += bytes.len();
+            s.chosen.push((*id, i, bytes));
         }
     }
     // Complete: every change and every removal since the baseline went out, so the client's
