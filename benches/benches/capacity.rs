@@ -15,7 +15,8 @@
 //!
 //! Sizes grow until one runs late (any overrun, from the server's own statistics messages).
 //! Run: `cargo bench -p rewind-benches --bench capacity` (about ten minutes; Linux only).
-//! `-- --rates 64 --sizes 64,128 --window 8` narrows it.
+//! `-- --rates 64 --sizes 64,128 --window 8` narrows it; `-- --workers 1` runs the server on
+//! one worker thread.
 
 use client_sim::{Mix, SimConfig};
 use std::net::{SocketAddr, UdpSocket};
@@ -156,7 +157,14 @@ fn rewind(
         "--dev-cert-out".into(),
         cert.display().to_string(),
     ]
-    .to_vec();
+    .into_iter()
+    .chain(
+        arg("--workers")
+            .map(|n| ["--worker-threads".to_string(), n])
+            .into_iter()
+            .flatten(),
+    )
+    .collect();
     let server = start(bin, &args, &cert);
     let pid = server.0.id();
     let trusted = rewind_transport::load_trusted(&cert).expect("the server's certificate");

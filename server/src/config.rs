@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub end_when_empty: bool,
     /// How often every player gets a statistics message, ms; 0 sends none. Default 1000.
     pub stats_interval_ms: u64,
+    /// Threads that run the matches and the connections (`rewind-server` only). Default: one
+    /// per core, so that matches tick in parallel. Fewer threads hand work across threads less
+    /// often, which costs less CPU per player when one match fills the process.
+    pub worker_threads: Option<usize>,
     /// Map to load from `<assets>/maps/<map>.toml`. Default `arena`.
     pub map: String,
     /// Assets folder. Default: this checkout's `assets/`, else `./assets`.
@@ -131,6 +135,7 @@ impl Default for ServerConfig {
             late_join: true,
             end_when_empty: true,
             stats_interval_ms: 1000,
+            worker_threads: None,
             map: "arena".into(),
             assets: None,
             cert: None,
@@ -227,6 +232,11 @@ impl ServerConfig {
             self.match_length_s <= 86_400,
             "match_length_s",
             "at most 86400 (a day)",
+        )?;
+        check(
+            self.worker_threads.is_none_or(|n| (1..=1024).contains(&n)),
+            "worker_threads",
+            "1 to 1024",
         )?;
         check(
             (1..=1024).contains(&self.input_slot),

@@ -97,6 +97,9 @@ struct Args {
     /// Keep a match running when its last player leaves.
     #[arg(long)]
     keep_empty: bool,
+    /// Threads that run the matches and connections [default: one per core].
+    #[arg(long)]
+    worker_threads: Option<usize>,
     /// Map name, loaded from <assets>/maps/<map>.toml [default: arena].
     #[arg(long)]
     map: Option<String>,
@@ -154,6 +157,9 @@ impl Args {
         if let Some(k) = self.downstream_kbps {
             c.downstream_kbps = Some(k);
         }
+        if let Some(n) = self.worker_threads {
+            c.worker_threads = Some(n);
+        }
         if self.no_lag_compensation {
             c.lag_compensation = false;
         }
@@ -173,8 +179,7 @@ impl Args {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -192,6 +197,19 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", toml::to_string(&config)?);
         return Ok(());
     }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.worker_threads {
+        runtime.worker_threads(n);
+    }
+    runtime
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config))
+}
+
+/// Hosts matches until Ctrl-C, then prints what happened.
+async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let server = Server::start(config)
         .await
         .context("cannot start the server")?;
