@@ -245,8 +245,9 @@ async fn game_loop(
     let epoch = Instant::now();
     let local = || epoch.elapsed().as_secs_f64();
     let end = epoch + cfg.duration;
-    // After its time is up a bot stops firing and waits (at most this long) for the verdicts
-    // of the shots still on their way, so every shot it counts is one the server judged.
+    // After its time is up (or Ctrl-C) a bot stops firing and waits (at most VERDICT_GRACE)
+    // for the verdicts of the shots still on their way, so every shot it counts is one the
+    // server judged.
     let mut grace = end + VERDICT_GRACE;
     let mut winding_down = false;
     let mut ticker = tokio::time::interval(Duration::from_secs_f32(dt));
@@ -270,28 +271,22 @@ async fn game_loop(
     let mut seq = 0u32;
     let mut last_pos: Option<PlayerState> = None;
     let mut out = Vec::with_capacity(256);
-    loop {
+    let outcome = loop {
         tokio::select! {
-            _ = cfg.stop.cancelled(), if !winding_down => {
-                // Ctrl-C: leave as at the end of the run, waiting for the last verdicts.
+            // The run's end, or Ctrl-C: stop firing and wait for the last verdicts.
+            _ = async {
+                tokio::select! {
+                    _ = cfg.stop.cancelled() => {}
+                    _ = sleep_until(end) => {}
+                }
+            }, if !winding_down => {
                 winding_down = true;
                 grace = Instant::now() + VERDICT_GRACE;
                 if gunner.as_ref().is_none_or(|g| g.awaiting() == 0) {
-                    report.players_never_seen = unseen.len();
-                    return Ok(());
+                    break Ok(());
                 }
             }
-            _ = sleep_until(end), if !winding_down => {
-                winding_down = true;
-                if gunner.as_ref().is_none_or(|g| g.awaiting() == 0) {
-                    report.players_never_seen = unseen.len();
-                    return Ok(());
-                }
-            }
-            _ = sleep_until(grace), if winding_down => {
-                report.players_never_seen = unseen.len();
-                return Ok(());
-            }
+            _ = sleep_until(grace), if winding_down => break Ok(()),
             _ = rtt_timer.tick() => {
                 report.rtt_us.push(conn.rtt().as_micros().min(u128::from(u32::MAX)) as u32);
             }
@@ -318,8 +313,7 @@ async fn game_loop(
                         g.on_result(&r);
                         report.shots = g.stats.clone();
                         if winding_down && g.awaiting() == 0 {
-                            report.players_never_seen = unseen.len();
-                            return Ok(());
+                            break Ok(());
                         }
                     }
                 }
@@ -410,5 +404,7 @@ async fn game_loop(
                 }
             }
         }
-    }
+    };
+    report.players_never_seen = unseen.len();
+    outcome
 }

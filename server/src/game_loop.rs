@@ -401,13 +401,13 @@ impl Hosted {
         while let Some(record) = self.game.poll_record() {
             if let Some(r) = &self.recorder {
                 if !r.tick(record) {
-                    Counters::bump(&self.host.counters().records_dropped);
+                    Counters::bump(&self.counters().records_dropped);
                 }
             }
         }
         if let (Some(r), Some(every)) = (&self.recorder, keyframe_every) {
             if self.game.current_tick().0 % every.max(1) == 0 && !r.keyframe(self.game.keyframe()) {
-                Counters::bump(&self.host.counters().records_dropped);
+                Counters::bump(&self.counters().records_dropped);
             }
         }
     }
@@ -502,7 +502,7 @@ impl Hosted {
     /// Tells every player how the match and the server are doing.
     fn send_stats(&mut self) {
         let t = self.period.read();
-        let server = self.host.counters().read();
+        let server = self.counters().read();
         let clamp = |n: u64| n.min(u64::from(u32::MAX)) as u32;
         let report = StatsReport {
             match_id: self.id,

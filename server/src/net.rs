@@ -121,7 +121,12 @@ pub struct Server {
 struct Shared {
     config: ServerConfig,
     host: Arc<Host>,
-    counters: Arc<Counters>,
+}
+
+impl Shared {
+    fn counters(&self) -> &Counters {
+        self.host.counters()
+    }
 }
 
 impl Server {
@@ -209,7 +214,6 @@ impl Server {
         let shared = Arc::new(Shared {
             config,
             host: host.clone(),
-            counters: counters.clone(),
         });
         let accept_loop = tokio::spawn(run_accept_loop(endpoint.clone(), shared, cancel));
         Ok(Server {
@@ -331,27 +335,27 @@ async fn handle_incoming(incoming: quinn::Incoming, shared: Arc<Shared>) {
     let conn = match timeout(deadline, incoming).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
-            Counters::bump(&shared.counters.handshakes_failed);
+            Counters::bump(&shared.counters().handshakes_failed);
             debug!(error = %e, "handshake failed");
             return;
         }
         Err(_) => {
-            Counters::bump(&shared.counters.handshakes_failed);
+            Counters::bump(&shared.counters().handshakes_failed);
             debug!("handshake timed out");
             return;
         }
     };
-    Counters::bump(&shared.counters.connections);
+    Counters::bump(&shared.counters().connections);
     match serve(&conn, &shared).await {
         Ok(()) => {}
         Err(ConnEnd::ServerGone) => close(&conn, CloseCode::ServerShutdown, "server shutting down"),
         Err(ConnEnd::Closed(reason)) => info!(%reason, "connection closed"),
         Err(ConnEnd::Refused { code, reason }) => {
             let counter = match code {
-                CloseCode::ProtocolVersion => &shared.counters.version_mismatches,
-                CloseCode::Refused | CloseCode::MatchFull => &shared.counters.joins_refused,
-                CloseCode::Timeout => &shared.counters.handshakes_failed,
-                _ => &shared.counters.peer_errors,
+                CloseCode::ProtocolVersion => &shared.counters().version_mismatches,
+                CloseCode::Refused | CloseCode::MatchFull => &shared.counters().joins_refused,
+                CloseCode::Timeout => &shared.counters().handshakes_failed,
+                _ => &shared.counters().peer_errors,
             };
             Counters::bump(counter);
             debug!(?code, %reason, "closing connection");
@@ -415,7 +419,7 @@ async fn serve(conn: &quinn::Connection, shared: &Shared) -> Result<(), ConnEnd>
     let relay = async {
         transport::write_message(&mut send, &ServerControl::Welcome(welcome)).await?;
         tokio::select! {
-            r = relay_datagrams(conn, &slot, &shared.counters) => r,
+            r = relay_datagrams(conn, &slot, shared.counters()) => r,
             r = async {
                 while let Some(msg) = control_rx.recv().await {
                     transport::write_message(&mut send, &msg).await?;
