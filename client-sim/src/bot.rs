@@ -57,6 +57,8 @@ pub struct BotReport {
     /// Seconds between the welcome and the end.
     pub seconds: f64,
     pub snapshots: u64,
+    /// Snapshots that left changed players out (the server's budget for this client).
+    pub partial_snapshots: u64,
     /// Snapshots that could not be decoded or rebuilt.
     pub snapshot_errors: u64,
     pub inputs_sent: u64,
@@ -336,18 +338,22 @@ async fn game_loop(
                         continue;
                     }
                 };
-                let world = match buffer.rebuild(&msg) {
-                    Ok(w) => w,
+                clock.observe(msg.tick, local());
+                let u = clock.unwrap(msg.tick);
+                match buffer.apply(&msg, u) {
+                    Ok(true) => {}
+                    // Late or repeated: what it carried is older than what the bot holds.
+                    Ok(false) => continue,
                     Err(e) => {
                         report.snapshot_errors += 1;
-                        debug!(error = %e, "snapshot not rebuilt");
+                        debug!(error = %e, "snapshot not applied");
                         continue;
                     }
-                };
+                }
                 report.snapshots += 1;
+                report.partial_snapshots += u64::from(msg.partial);
                 live.snapshots.fetch_add(1, Relaxed);
-                clock.observe(msg.tick, local());
-                if let Some(n) = world.player(me) {
+                if let Some(n) = buffer.state(me).filter(|_| msg.players.iter().any(|p| p.id == me)) {
                     let state = PlayerState::from_net(n);
                     if let Some(prev) = last_pos {
                         report.travelled_m += prev.pos.distance(state.pos);
@@ -358,15 +364,12 @@ async fn game_loop(
                     report.prediction_mismatches = predictor.mismatches;
                     report.prediction_resets = predictor.resets;
                 }
-                for (id, _) in &world.players {
-                    if let Some(known) = unseen.remove(id) {
+                for p in &msg.players {
+                    if let Some(known) = unseen.remove(&p.id) {
                         report.first_seen_ms_max =
                             report.first_seen_ms_max.max((local() - known) * 1000.0);
                     }
                 }
-                // Partial or not, the snapshot is the client's view now and its next baseline.
-                let u = clock.unwrap(msg.tick);
-                buffer.push(u, world);
             }
             _ = ticker.tick() => {
                 let Some(state) = predictor.current().copied() else { continue };
@@ -389,7 +392,7 @@ async fn game_loop(
                 }
                 recent.push_back(cmd);
                 let batch = InputBatch {
-                    ack: buffer.newest().map(|w| w.tick),
+                    ack: buffer.newest_tick(),
                     inputs: recent.iter().copied().collect(),
                 };
                 out.clear();

@@ -109,8 +109,8 @@ impl Gunner {
         let pitch =
             (i32::from(pitch) + self.rng.random_range(-e..=e)).clamp(-16_202, 16_202) as i16;
         let verdict = judge(
-            a,
-            b,
+            &a,
+            &b,
             t,
             my_id,
             &Ray::from_view(eye, yaw, pitch),

@@ -5,13 +5,12 @@
 use glam::Vec3;
 use rewind_shared::map::Map;
 use rewind_shared::protocol::{InputCmd, PlayerId, SnapshotMsg};
+use rewind_shared::sim::NetPlayer;
 use rewind_shared::sim::{self, PlayerState};
-use rewind_shared::snapshot::{self, SnapshotError, WorldSnapshot};
+use rewind_shared::snapshot::{Received, SnapshotError, WorldSnapshot, TICKS_KEPT};
 use rewind_shared::Tick;
 use std::collections::VecDeque;
 
-/// Snapshots kept for baselines and interpolation (half a second at 64 Hz).
-pub const SNAPSHOTS_KEPT: usize = 32;
 /// Inputs awaiting the server's acknowledgement; older ones are forgotten.
 pub const PENDING_INPUTS: usize = 256;
 
@@ -63,85 +62,87 @@ impl SnapshotClock {
     }
 }
 
-/// Recently rebuilt snapshots, oldest first.
+/// What the client holds of the world ([`Received`]: every player's recently carried states),
+/// with the processed snapshots' ticks unwrapped for interpolation.
 #[derive(Debug, Default)]
 pub struct SnapshotBuffer {
-    snaps: VecDeque<(i64, WorldSnapshot)>,
+    received: Received,
+    /// Unwrapped ticks of the snapshots processed, oldest first (as many as `received` keeps).
+    ticks: VecDeque<i64>,
 }
 
 impl SnapshotBuffer {
-    /// Rebuilds the snapshot a message describes from the baseline it names.
-    pub fn rebuild(&self, msg: &SnapshotMsg) -> Result<WorldSnapshot, SnapshotError> {
-        let want = msg.tick.minus(u32::from(msg.baseline_age));
-        let baseline = self
-            .snaps
-            .iter()
-            .rev()
-            .map(|(_, w)| w)
-            .find(|w| w.tick == want);
-        snapshot::apply(msg, baseline)
-    }
-
-    /// Keeps a complete snapshot (ascending unwrapped tick; an old or repeated one is ignored).
-    pub fn push(&mut self, unwrapped: i64, world: WorldSnapshot) {
-        if self.snaps.back().is_some_and(|(u, _)| *u >= unwrapped) {
-            return;
+    /// Applies a snapshot whose tick unwraps to `unwrapped`. `Ok(false)` for a late or repeated
+    /// one, which changes nothing.
+    pub fn apply(&mut self, msg: &SnapshotMsg, unwrapped: i64) -> Result<bool, SnapshotError> {
+        let applied = self.received.apply(msg)?;
+        if applied {
+            if self.ticks.len() == TICKS_KEPT {
+                self.ticks.pop_front();
+            }
+            self.ticks.push_back(unwrapped);
         }
-        if self.snaps.len() == SNAPSHOTS_KEPT {
-            self.snaps.pop_front();
-        }
-        self.snaps.push_back((unwrapped, world));
+        Ok(applied)
     }
 
-    pub fn newest(&self) -> Option<&WorldSnapshot> {
-        self.snaps.back().map(|(_, w)| w)
+    /// The newest snapshot processed: what the client acknowledges.
+    pub fn newest_tick(&self) -> Option<Tick> {
+        self.received.newest()
     }
 
-    /// The two held snapshots around `view` (unwrapped ticks): `(a, b, ua, ub)` with
-    /// `ua <= view <= ub` and `ua < ub`; `None` outside the held range.
-    pub fn bracket(&self, view: f64) -> Option<(&WorldSnapshot, &WorldSnapshot, i64, i64)> {
-        let after = self.snaps.iter().position(|(u, _)| *u as f64 >= view)?;
-        let (ub, b) = self.snaps.get(after)?;
-        let (ua, a) = if after == 0 {
-            return None;
-        } else {
-            &self.snaps[after - 1]
-        };
-        Some((a, b, *ua, *ub))
+    /// A player's newest state.
+    pub fn state(&self, id: PlayerId) -> Option<&NetPlayer> {
+        self.received.state(id)
+    }
+
+    /// Players held now.
+    pub fn len(&self) -> usize {
+        self.received.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.received.is_empty()
+    }
+
+    /// The two processed snapshots around `view` (unwrapped ticks), as shown: `(a, b, ua, ub)`
+    /// with `ua <= view <= ub` and `ua < ub`; `None` outside the held range.
+    pub fn bracket(&self, view: f64) -> Option<(WorldSnapshot, WorldSnapshot, i64, i64)> {
+        let after = self.ticks.iter().position(|u| *u as f64 >= view)?;
+        let ub = *self.ticks.get(after)?;
+        let ua = *self.ticks.get(after.checked_sub(1)?)?;
+        let (mut a, mut b) = (WorldSnapshot::default(), WorldSnapshot::default());
+        self.received.world_at(Tick(ua as u32), &mut a);
+        self.received.world_at(Tick(ub as u32), &mut b);
+        Some((a, b, ua, ub))
     }
 
     /// Positions of every player at `view` (unwrapped ticks, fractional), interpolated between
-    /// the two snapshots around it; clamped to the oldest and newest held.
+    /// the two processed snapshots around it; clamped to the oldest and newest held.
     pub fn positions_at(&self, view: f64, out: &mut Vec<(PlayerId, Vec3)>) {
         out.clear();
-        let Some(after) = self.snaps.iter().position(|(u, _)| *u as f64 >= view) else {
-            if let Some((_, w)) = self.snaps.back() {
-                out.extend(
-                    w.players
-                        .iter()
-                        .map(|(id, n)| (*id, PlayerState::from_net(n).pos)),
-                );
+        let pos = |n: &NetPlayer| PlayerState::from_net(n).pos;
+        let after = self.ticks.iter().position(|u| *u as f64 >= view);
+        let (ta, tb, t) = match after {
+            Some(k) if k > 0 => {
+                let (ua, ub) = (self.ticks[k - 1], self.ticks[k]);
+                (ua, ub, ((view - ua as f64) / (ub - ua) as f64) as f32)
             }
-            return;
+            Some(k) => (self.ticks[k], self.ticks[k], 0.0),
+            None => match self.ticks.back() {
+                Some(u) => (*u, *u, 0.0),
+                None => return,
+            },
         };
-        let (ub, b) = &self.snaps[after];
-        if after == 0 {
-            out.extend(
-                b.players
-                    .iter()
-                    .map(|(id, n)| (*id, PlayerState::from_net(n).pos)),
-            );
-            return;
-        }
-        let (ua, a) = &self.snaps[after - 1];
-        let t = ((view - *ua as f64) / (*ub - *ua) as f64) as f32;
-        for (id, nb) in &b.players {
-            let pb = PlayerState::from_net(nb).pos;
-            let p = match a.player(*id) {
-                Some(na) => PlayerState::from_net(na).pos.lerp(pb, t),
-                None => pb,
+        let (ta, tb) = (Tick(ta as u32), Tick(tb as u32));
+        for (id, _) in self.received.players() {
+            let Some(b) = self.received.player_at(id, tb) else {
+                continue;
             };
-            out.push((*id, p));
+            let p = match self.received.player_at(id, ta) {
+                Some(a) => pos(a).lerp(pos(b), t),
+                None => pos(b),
+            };
+            out.push((id, p));
         }
     }
 }
@@ -214,6 +215,7 @@ impl Predictor {
             self.resets += 1;
         } else {
             self.mismatches += 1;
+            tracing::debug!(last_input, ?predicted, server = ?state, "prediction differs");
         }
         let mut st = state;
         for (cmd, after) in &mut self.pending {
@@ -252,25 +254,49 @@ mod tests {
     }
 
     #[test]
-    fn interpolation_between_bracketing_snapshots() {
+    fn interpolation_between_bracketing_snapshots_holds_players_not_carried() {
+        use rewind_shared::protocol::SnapshotMsg;
+        use rewind_shared::snapshot::delta;
         let mut b = SnapshotBuffer::default();
-        let at = |tick: u32, x: i32| WorldSnapshot {
-            tick: Tick(tick),
-            players: vec![(
-                PlayerId(1),
-                NetPlayer {
-                    x,
-                    ..NetPlayer::default()
-                },
-            )],
+        let net = |x: i32| NetPlayer {
+            x,
+            ..NetPlayer::default()
         };
-        b.push(10, at(10, 0));
-        b.push(12, at(12, 512));
+        // (id, x, and the x and age of the base it builds on, if any)
+        type Carried = (u16, i32, Option<(i32, u32)>);
+        let snap = |tick: u32, carried: Vec<Carried>| SnapshotMsg {
+            tick: Tick(tick),
+            players: carried
+                .into_iter()
+                .map(|(id, x, old)| {
+                    let old = old.map(|(ox, age)| (net(ox), age));
+                    delta(PlayerId(id), &net(x), old.as_ref().map(|(o, a)| (o, *a)))
+                })
+                .collect(),
+            ..SnapshotMsg::default()
+        };
+        b.apply(&snap(10, vec![(1, 0, None), (2, 256, None)]), 10)
+            .unwrap();
+        // Tick 12 carries player 1 only: player 2 is shown as it was.
+        b.apply(&snap(12, vec![(1, 512, Some((0, 2)))]), 12)
+            .unwrap();
         let mut out = vec![];
         b.positions_at(11.5, &mut out);
-        assert_eq!(out, vec![(PlayerId(1), Vec3::new(1.5, 0.0, 0.0))]);
+        assert_eq!(
+            out,
+            vec![
+                (PlayerId(1), Vec3::new(1.5, 0.0, 0.0)),
+                (PlayerId(2), Vec3::new(1.0, 0.0, 0.0))
+            ]
+        );
         b.positions_at(50.0, &mut out);
         assert_eq!(out[0].1.x, 2.0);
+        let (a, z, ua, uz) = b.bracket(11.0).unwrap();
+        assert_eq!((ua, uz), (10, 12));
+        assert_eq!(a.player(PlayerId(1)), Some(&net(0)));
+        assert_eq!(z.player(PlayerId(1)), Some(&net(512)));
+        assert_eq!(z.player(PlayerId(2)), Some(&net(256)));
+        assert_eq!(b.newest_tick(), Some(Tick(12)));
     }
 
     #[test]

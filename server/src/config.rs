@@ -17,6 +17,8 @@ use std::time::Duration;
 /// QUIC's bytes around one snapshot datagram: short header, packet number, AEAD tag, the
 /// DATAGRAM frame's type and length, and room for an ACK frame.
 pub const QUIC_BYTES_PER_PACKET: u64 = 48;
+/// The downstream budget per client at 64 Hz unless configured, kbit/s including QUIC.
+pub const DEFAULT_DOWNSTREAM_KBPS: u32 = 80;
 /// The least snapshot budget a server runs with: room for a player or two every tick.
 const MIN_SNAPSHOT_BUDGET: usize = 64;
 
@@ -70,16 +72,17 @@ pub struct ServerConfig {
     pub join_token: Option<String>,
     /// Inputs buffered per player. Default 16: see [`MatchConfig::input_buffer`].
     pub input_buffer: usize,
-    /// Snapshots kept as delta baselines. Default 32: see [`MatchConfig::snapshot_history`].
+    /// Snapshots remembered per client until acknowledged, 1 to 64. Default 64: see
+    /// [`MatchConfig::snapshot_history`].
     pub snapshot_history: usize,
-    /// Downstream budget per client, kbit/s including QUIC. Default: none (a snapshot may fill
-    /// a datagram). Set, each client's snapshots start at this share of it less about 48 bytes
-    /// of QUIC per packet (80 kbit/s at 64 Hz: 108 bytes), and the server then steers each
-    /// client's snapshot size by what its connection really sends; when a tick's changes do not fit, the
-    /// client itself, the nearest and the longest-waiting players go first and the rest follow
-    /// (see [`MatchConfig::snapshot_budget`]). Not yet the default: far players are then a few
-    /// ticks stale on the client, and shots are still judged against the server's own history,
-    /// so a client's own verdict on a stale target can differ from the server's.
+    /// Downstream budget per client, kbit/s including QUIC. Default (unset): 80 kbit/s at 64 Hz,
+    /// scaled with the tick rate (160 at 128 Hz); 0: no budget (a snapshot may fill a
+    /// datagram). Each client's snapshots start at this share of it less about 48 bytes of QUIC
+    /// per packet (80 kbit/s at 64 Hz: 108 bytes), and the server then steers each client's
+    /// snapshot size by what its connection really sends; when a tick's changes do not fit, the
+    /// client itself, then the players in its line of sight, the nearest and the
+    /// longest-waiting go first and the rest follow (see [`MatchConfig::snapshot_budget`]). The
+    /// price: in big matches far players are a few ticks stale on the client.
     pub downstream_kbps: Option<u32>,
     /// Judge shots at the shooter's view time. Default true; false judges against the newest
     /// state (for comparison).
@@ -249,9 +252,9 @@ impl ServerConfig {
             "1 to 256",
         )?;
         check(
-            (1..=255).contains(&self.snapshot_history),
+            (1..=rewind_shared::snapshot::STATE_HORIZON as usize).contains(&self.snapshot_history),
             "snapshot_history",
-            "1 to 255",
+            "1 to 64 (the ticks a client keeps what it was sent)",
         )?;
         let budget = self.snapshot_budget(tick_rate);
         check(
@@ -324,12 +327,22 @@ impl ServerConfig {
     /// (without a budget, a whole datagram): where each client starts; the server then keeps
     /// the client within the budget by measuring what its connection sends.
     pub fn snapshot_budget(&self, rate: TickRate) -> usize {
-        match self.downstream_kbps {
+        match self.downstream(rate) {
             Some(kbps) => {
                 let per_tick = u64::from(kbps) * 1000 / 8 / u64::from(rate.hz());
-                per_tick.saturating_sub(QUIC_BYTES_PER_PACKET) as usize
+                (per_tick.saturating_sub(QUIC_BYTES_PER_PACKET) as usize).min(MAX_DATAGRAM)
             }
             None => MAX_DATAGRAM,
+        }
+    }
+
+    /// The downstream budget per client in kbit/s, `None` when there is none (see
+    /// [`ServerConfig::downstream_kbps`]).
+    pub fn downstream(&self, rate: TickRate) -> Option<u32> {
+        match self.downstream_kbps {
+            None => Some(DEFAULT_DOWNSTREAM_KBPS * u32::from(rate.hz()) / 64),
+            Some(0) => None,
+            Some(kbps) => Some(kbps),
         }
     }
 
@@ -409,7 +422,23 @@ mod tests {
     #[test]
     fn the_downstream_budget_becomes_bytes_per_snapshot() {
         let d = ServerConfig::default();
-        assert_eq!(d.snapshot_budget(TickRate::DEFAULT), MAX_DATAGRAM);
+        assert_eq!(
+            d.snapshot_budget(TickRate::DEFAULT),
+            108,
+            "80 kbit/s at 64 Hz"
+        );
+        assert_eq!(
+            d.snapshot_budget(TickRate::new(128).unwrap()),
+            108,
+            "160 at 128 Hz"
+        );
+        assert_eq!(d.snapshot_budget(TickRate::new(10).unwrap()), 102);
+        let unlimited = ServerConfig {
+            downstream_kbps: Some(0),
+            ..ServerConfig::default()
+        };
+        assert_eq!(unlimited.snapshot_budget(TickRate::DEFAULT), MAX_DATAGRAM);
+        assert_eq!(unlimited.downstream(TickRate::DEFAULT), None);
         let at = |kbps: u32, hz: u16| {
             let c = ServerConfig {
                 downstream_kbps: Some(kbps),

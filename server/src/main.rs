@@ -121,8 +121,8 @@ struct Args {
     /// Judge shots against the newest state instead of the shooter's view (for comparison).
     #[arg(long)]
     no_lag_compensation: bool,
-    /// Downstream budget per client, kbit/s including QUIC (80 at 64 Hz leaves 108 bytes a
-    /// snapshot) [default: none, a snapshot may fill a datagram].
+    /// Downstream budget per client, kbit/s including QUIC; 0 for none (a snapshot may fill a
+    /// datagram) [default: 80 at 64 Hz, scaled with the tick rate: 108 bytes a snapshot].
     #[arg(long)]
     downstream_kbps: Option<u32>,
     /// How far back shots may be judged, ms (at most 1000) [default: 250].

@@ -204,7 +204,7 @@ impl Server {
             stats_interval: (config.stats_interval_ms > 0)
                 .then(|| Duration::from_millis(config.stats_interval_ms)),
             command_queue: config.command_queue,
-            downstream: config.downstream_kbps.map(|kbps| Downstream {
+            downstream: config.downstream(rate).map(|kbps| Downstream {
                 bytes_per_s: f64::from(kbps) * 125.0,
                 first_snapshot: config.snapshot_budget(rate),
             }),

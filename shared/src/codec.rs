@@ -84,6 +84,72 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(msg)
 }
 
+/// Appends `v` as the codec's variable-length unsigned integer: exactly what [`encode_into`]
+/// writes for a `u16`, `u32` or `u64` of that value (one byte below 251; otherwise the marker
+/// 251, 252 or 253 and the value as a little-endian `u16`, `u32` or `u64`). For the hot path
+/// that writes snapshot entries by hand; `hand_written_integers_are_the_codec_s` pins it.
+#[inline]
+pub fn put_varint(v: u64, out: &mut Vec<u8>) {
+    if v < 251 {
+        out.push(v as u8);
+    } else if v <= u64::from(u16::MAX) {
+        out.push(251);
+        out.extend_from_slice(&(v as u16).to_le_bytes());
+    } else if v <= u64::from(u32::MAX) {
+        out.push(252);
+        out.extend_from_slice(&(v as u32).to_le_bytes());
+    } else {
+        out.push(253);
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Writes `v` as [`put_varint`] does into `buf` from `at`, returning where it ended: for
+/// callers that assemble a few integers on the stack before one copy. `buf` needs 9 bytes of
+/// room from `at`, or this panics (a caller's bug, never the peer's).
+#[inline]
+pub fn write_varint(v: u64, buf: &mut [u8], at: usize) -> usize {
+    if v < 251 {
+        buf[at] = v as u8;
+        at + 1
+    } else if v <= u64::from(u16::MAX) {
+        buf[at] = 251;
+        buf[at + 1..at + 3].copy_from_slice(&(v as u16).to_le_bytes());
+        at + 3
+    } else if v <= u64::from(u32::MAX) {
+        buf[at] = 252;
+        buf[at + 1..at + 5].copy_from_slice(&(v as u32).to_le_bytes());
+        at + 5
+    } else {
+        buf[at] = 253;
+        buf[at + 1..at + 9].copy_from_slice(&v.to_le_bytes());
+        at + 9
+    }
+}
+
+/// [`write_varint`] of a signed integer, zig-zag first, as [`put_signed`].
+#[inline]
+pub fn write_signed(v: i64, buf: &mut [u8], at: usize) -> usize {
+    write_varint(((v << 1) ^ (v >> 63)) as u64, buf, at)
+}
+
+/// Appends a signed integer as the codec writes an `i16`, `i32` or `i64`: zig-zag
+/// (0, -1, 1, -2, ... become 0, 1, 2, 3, ...), then [`put_varint`].
+#[inline]
+pub fn put_signed(v: i64, out: &mut Vec<u8>) {
+    put_varint(((v << 1) ^ (v >> 63)) as u64, out);
+}
+
+/// How many bytes [`put_varint`] writes for `v`.
+pub fn varint_len(v: u64) -> usize {
+    match v {
+        0..=250 => 1,
+        251..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
 /// Decodes one `T` from the start of `bytes`, returning it and the bytes consumed.
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
     if bytes.len() > DECODE_LIMIT {
@@ -106,6 +172,42 @@ mod tests {
         assert_eq!(bytes, [7, 5, 2, b'o', b'k']);
         let back: (u32, i32, String) = decode(&bytes).unwrap();
         assert_eq!(back, (7, -3, "ok".to_string()));
+    }
+
+    #[test]
+    fn hand_written_integers_are_the_codec_s() {
+        let mut edges: Vec<i64> = vec![0, 1, 125, 126, 250, 251, 252, 32767, 32768, 65535, 65536];
+        edges.extend([i64::from(i32::MAX), i64::from(u32::MAX), 1 << 40, i64::MAX]);
+        let signed: Vec<i64> = edges.iter().flat_map(|v| [*v, -*v, -*v - 1]).collect();
+        for v in edges.iter().map(|v| *v as u64).chain([u64::MAX]) {
+            let mut mine = Vec::new();
+            put_varint(v, &mut mine);
+            assert_eq!(mine, encode(&v).unwrap(), "u64 {v}");
+            let mut buf = [0u8; 12];
+            let end = write_varint(v, &mut buf, 1);
+            assert_eq!(buf[1..end], mine[..], "u64 {v} written");
+            assert_eq!(mine.len(), varint_len(v));
+            if let Ok(small) = u32::try_from(v) {
+                assert_eq!(mine, encode(&small).unwrap(), "u32 {v}");
+            }
+            if let Ok(small) = u16::try_from(v) {
+                assert_eq!(mine, encode(&small).unwrap(), "u16 {v}");
+            }
+        }
+        for v in signed {
+            let mut mine = Vec::new();
+            put_signed(v, &mut mine);
+            assert_eq!(mine, encode(&v).unwrap(), "i64 {v}");
+            let mut buf = [0u8; 9];
+            let end = write_signed(v, &mut buf, 0);
+            assert_eq!(buf[..end], mine[..], "i64 {v} written");
+            if let Ok(small) = i32::try_from(v) {
+                assert_eq!(mine, encode(&small).unwrap(), "i32 {v}");
+            }
+            if let Ok(small) = i16::try_from(v) {
+                assert_eq!(mine, encode(&small).unwrap(), "i16 {v}");
+            }
+        }
     }
 
     #[test]

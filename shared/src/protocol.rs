@@ -13,9 +13,9 @@ use crate::tick::Tick;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// TLS application protocol; it names the version too, so a mismatched client fails the handshake.
-pub const ALPN: &[u8] = b"rewind/3";
+pub const ALPN: &[u8] = b"rewind/4";
 /// Longest player name, in bytes of UTF-8.
 pub const MAX_NAME_BYTES: usize = 32;
 /// Longest join token, in bytes.
@@ -270,10 +270,11 @@ pub enum ClientDatagram {
     Inputs(InputBatch),
 }
 
-/// The newest inputs, oldest first, plus the newest complete snapshot the client holds.
+/// The newest inputs, oldest first, plus the newest snapshot the client processed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputBatch {
-    /// Tick of the newest complete snapshot received: the server may delta against it.
+    /// Tick of the newest snapshot the client processed: the server may then delta against the
+    /// states that snapshot carried.
     pub ack: Option<Tick>,
     /// At most [`MAX_INPUTS_PER_DATAGRAM`] inputs, ascending `seq`.
     pub inputs: Vec<InputCmd>,
@@ -285,42 +286,37 @@ pub enum ServerDatagram {
     Snapshot(SnapshotMsg),
 }
 
-/// The world at `tick`, relative to a baseline snapshot the client acknowledged.
+/// What changed in the world by `tick`, for one client: each carried player relative to a state
+/// of that player an acknowledged snapshot carried to this client.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotMsg {
     pub tick: Tick,
-    /// `tick - baseline_tick`; 0 means no baseline: every player is absolute.
-    pub baseline_age: u8,
-    /// Set when players were left out to fit the datagram: the client must not use this
-    /// snapshot as a baseline, nor acknowledge it, and keeps its previous view of absent players.
+    /// Some players that changed since the states the client is known to hold were left out
+    /// to fit the receiver's budget (they follow in later snapshots).
     pub partial: bool,
     /// Sequence number of the last input of the receiving player the server has applied (0: none).
     pub last_input: u32,
-    /// Players that changed since the baseline, ascending id. Players absent here and present in
-    /// the baseline are unchanged (unless `partial`).
+    /// Players carried, ascending id.
     pub players: Vec<PlayerDelta>,
-    /// Players in the baseline that are gone.
+    /// Players that left the match.
     pub removed: Vec<PlayerId>,
 }
 
-/// Bit 7 of [`PlayerDelta::flags`]: the values are absolute even though the baseline holds
-/// the player (the server no longer knows the baseline's state of that player). Never part of
-/// the player's own flags.
-pub const FLAG_ABSOLUTE: u8 = 0x80;
-
-/// One player's state, as a difference from the baseline when the baseline holds the player
-/// (and [`FLAG_ABSOLUTE`] is not set), else absolute. Units: positions in 1/256 m, angles in
-/// 1/65536 turn; differences of angles wrap.
+/// One player's state at the snapshot's tick. With `base` 0 the values are absolute (the yaw
+/// as a signed 16-bit angle); otherwise they are differences from the state of this player
+/// carried by the snapshot `base` ticks earlier (one the client acknowledged). Units: positions
+/// in 1/256 m, angles in 1/65536 turn; differences of angles wrap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlayerDelta {
     pub id: PlayerId,
+    /// Ticks back to the snapshot that carried the base state; 0: absolute.
+    pub base: u32,
     pub x: i32,
     pub y: i32,
     pub z: i32,
     pub yaw: i32,
     pub pitch: i32,
-    /// Absolute flags (never a difference): bit 0 crouching, bit 1 dead; bit 7
-    /// ([`FLAG_ABSOLUTE`]) says the values are absolute.
+    /// Absolute flags (never a difference): bit 0 crouching, bit 1 dead.
     pub flags: u8,
 }
 
@@ -413,11 +409,11 @@ mod tests {
             "fb e8 03 fb 31 01 7f 81 fb 00 40 c7 01 01 fb 29 01 fb 00 80 fb 80 3e ef"
         );
         let hello = Hello {
-            protocol_version: 3,
+            protocol_version: 4,
             name: "ana".into(),
             token: String::new(),
         };
-        assert_eq!(hex(&codec::encode(&hello).unwrap()), "03 03 61 6e 61 00");
+        assert_eq!(hex(&codec::encode(&hello).unwrap()), "04 03 61 6e 61 00");
         let roster = ServerControl::Roster {
             players: vec![
                 RosterEntry {
@@ -462,23 +458,35 @@ mod tests {
         );
         let snap = ServerDatagram::Snapshot(SnapshotMsg {
             tick: Tick(302),
-            baseline_age: 2,
             partial: false,
             last_input: 998,
-            players: vec![PlayerDelta {
-                id: PlayerId(7),
-                x: 22,
-                y: 0,
-                z: -3,
-                yaw: -40,
-                pitch: 0,
-                flags: 1,
-            }],
+            players: vec![
+                PlayerDelta {
+                    id: PlayerId(7),
+                    base: 2,
+                    x: 22,
+                    y: 0,
+                    z: -3,
+                    yaw: -40,
+                    pitch: 0,
+                    flags: 1,
+                },
+                PlayerDelta {
+                    id: PlayerId(9),
+                    base: 0,
+                    x: 2560,
+                    y: 0,
+                    z: -512,
+                    yaw: -16_384,
+                    pitch: 0,
+                    flags: 0,
+                },
+            ],
             removed: vec![PlayerId(4)],
         });
         assert_eq!(
             hex(&codec::encode(&snap).unwrap()),
-            "00 fb 2e 01 02 00 fb e6 03 01 07 2c 00 05 4f 00 01 01 04"
+            "00 fb 2e 01 00 fb e6 03 02 07 02 2c 00 05 4f 00 01 09 00 fb 00 14 00 fb ff 03 fb ff 7f 00 00 01 04"
         );
     }
 

@@ -26,7 +26,8 @@ struct Args {
     /// Players per match.
     #[arg(long, default_value_t = 64)]
     match_size: usize,
-    /// Downstream budget per client, kbit/s including QUIC [default: none].
+    /// Downstream budget per client, kbit/s including QUIC; 0 for none [default: 80 at 64 Hz,
+    /// scaled with the tick rate].
     #[arg(long)]
     downstream_kbps: Option<u32>,
     /// Print the bots' report as JSON instead of text.
@@ -109,10 +110,11 @@ async fn main() -> anyhow::Result<()> {
             g.inputs_applied, g.inputs_duplicate, g.starved
         );
         println!(
-            "snapshots           {} sent, {:.1} B payload on average, {} without a baseline",
+            "snapshots           {} sent, {:.1} B payload on average, {} partial, {} player states sent whole",
             g.snapshots,
             g.snapshot_bytes as f64 / g.snapshots.max(1) as f64,
-            g.snapshots_full
+            g.snapshots_partial,
+            g.absolute_states
         );
     }
     for e in server_report.recording_errors() {

@@ -20,8 +20,10 @@ pub struct MatchConfig {
     /// Inputs a player may have buffered before the server applies two in one tick to catch up.
     /// Default 2.
     pub catch_up_above: usize,
-    /// Snapshots kept as delta baselines. Default 32 (half a second at 64 Hz): a client whose
-    /// acknowledgement is older than this gets a full snapshot.
+    /// Snapshots remembered per client until it acknowledges them, at most 64 (the ticks a
+    /// client keeps the states it was sent). Default 64 (a second at 64 Hz): a client whose
+    /// acknowledgements take longer than this (its round trip, in ticks) gets every player
+    /// whole instead of as a difference.
     pub snapshot_history: usize,
     /// Snapshot payload per client per tick, bytes (capped by what the connection takes).
     /// Default [`MAX_DATAGRAM`]: no budget beyond the datagram. A snapshot whose changes do not
@@ -46,7 +48,7 @@ impl Default for MatchConfig {
             max_players: 64,
             input_buffer: 16,
             catch_up_above: 2,
-            snapshot_history: 32,
+            snapshot_history: 64,
             snapshot_budget: MAX_DATAGRAM,
             rewind: RewindPolicy::default(),
             fire_cooldown: Duration::from_millis(100),

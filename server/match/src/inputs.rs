@@ -169,11 +169,8 @@ impl Match {
         let bound = self.config.input_buffer.max(1);
         let now = self.tick;
         let p = &mut self.players[i];
-        if batch
-            .ack
-            .is_some_and(|a| p.ack.is_none_or(|old| a.is_after(old)))
-        {
-            p.ack = batch.ack;
+        if let Some(ack) = batch.ack {
+            p.replica.acknowledge(ack);
         }
         let mut overflowed = 0;
         for cmd in &batch.inputs {

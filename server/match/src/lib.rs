@@ -94,10 +94,10 @@ pub struct MatchStats {
     pub starved: u64,
     pub snapshots: u64,
     pub snapshot_bytes: u64,
-    /// Snapshots that left players out to fit the datagram.
+    /// Snapshots that left changed players out to fit the client's budget.
     pub snapshots_partial: u64,
-    /// Snapshots sent without a baseline.
-    pub snapshots_full: u64,
+    /// Player states sent whole (to a client that held no state the server could build on).
+    pub absolute_states: u64,
     pub shots: u64,
     pub hits: u64,
     pub headshots: u64,
@@ -122,7 +122,7 @@ impl std::ops::AddAssign for MatchStats {
         self.snapshots += o.snapshots;
         self.snapshot_bytes += o.snapshot_bytes;
         self.snapshots_partial += o.snapshots_partial;
-        self.snapshots_full += o.snapshots_full;
+        self.absolute_states += o.absolute_states;
         self.shots += o.shots;
         self.hits += o.hits;
         self.headshots += o.headshots;
@@ -151,7 +151,7 @@ pub struct Match {
     players: Vec<Player>,
     next_id: u16,
     next_spawn: usize,
-    /// Snapshot baselines and lag-compensation history in one bounded ring.
+    /// The lag-compensation history (and the newest world, which replication sends).
     history: History,
     /// Shots of the current tick, in player order.
     shots: Vec<combat::PendingShot>,
@@ -164,9 +164,7 @@ pub struct Match {
 
 impl Match {
     pub fn new(config: MatchConfig, map: Arc<Map>, hitboxes: Hitboxes) -> Match {
-        let ring = config
-            .snapshot_history
-            .max(config.rewind.history_ticks(config.tick_rate));
+        let ring = config.rewind.history_ticks(config.tick_rate);
         Match {
             map,
             hitboxes,

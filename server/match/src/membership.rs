@@ -46,7 +46,6 @@ impl Match {
             next_fire: Tick::ZERO,
             rtt: Duration::ZERO,
             inputs: InputBuffer::new(self.config.input_buffer, 0, 0),
-            ack: None,
             max_datagram,
             budget: None,
             replica: Replica::default(),

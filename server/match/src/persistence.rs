@@ -51,7 +51,6 @@ impl Match {
                 next_fire: s.next_fire,
                 rtt: Duration::ZERO,
                 inputs: InputBuffer::new(m.config.input_buffer, s.applied, s.catch_up_credit),
-                ack: None,
                 max_datagram: MAX_DATAGRAM,
                 budget: None,
                 replica: Replica::default(),

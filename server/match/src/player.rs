@@ -20,8 +20,6 @@ pub(crate) struct Player {
     /// The connection's round-trip time, in whole microseconds (what a recording keeps).
     pub rtt: Duration,
     pub inputs: InputBuffer,
-    /// Newest snapshot the client acknowledged (a delta baseline).
-    pub ack: Option<Tick>,
     /// Largest snapshot the connection takes now.
     pub max_datagram: usize,
     /// This client's own snapshot budget, when the shell manages one (below the match's).

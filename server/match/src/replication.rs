@@ -1,56 +1,68 @@
-//! Replication: one snapshot per player per tick, delta-encoded against the newest snapshot
-//! that player acknowledged, within a byte budget per client.
+//! Replication: one snapshot per player per tick, within a byte budget per client.
 //!
-//! What a client knows after a snapshot is its *view*: the baseline's players, updated by the
-//! players the snapshot carried. The server remembers the views it sent to each client since
-//! the client's last acknowledgement, so any snapshot the client acknowledges, complete or
-//! partial, can be the next baseline. A view is kept small: for each player, the *version* of
-//! its state the client holds. Versions number a player's successive states; the last
-//! [`STATE_LOG`] states of every player are kept once for all clients ([`Versions`]), so a
-//! view costs four bytes a player, and "has this player changed for this client" is one
-//! comparison. Views and priorities are arrays in the order of the match's roster, so the
-//! work for one client is a few passes over flat arrays.
+//! Each player a snapshot carries is written against a state of that player which an earlier
+//! snapshot carried to the same client and which the client acknowledged, or whole. So the
+//! server only needs to know, per client and player, the newest state the client is known to
+//! hold and which snapshot carried it: acknowledging a snapshot confirms every player it carried
+//! at once, whichever baseline other snapshots used, and a player sent once need not be sent
+//! again until it changes.
 //!
-//! Two ways to write a snapshot:
-//! - **Shared.** When a client's baseline is a whole world (its last acknowledged snapshot was
-//!   complete) and every change since fits its budget, it gets the same changed players and
-//!   removals as every other client with that baseline: that part is diffed and encoded once
-//!   per distinct baseline and copied behind each client's own bytes (its last input). The
-//!   cost of a tick grows with players, not players squared.
-//! - **By priority.** Otherwise the snapshot is the client's own: every player that changed
-//!   since the client's baseline accumulates priority each tick (more the nearer it is to the
-//!   client; the client itself always goes first), and the snapshot carries the highest
-//!   priorities that fit the budget, whose priority then starts again from zero. A player
-//!   left out one tick gains on the others until it goes out: every player is eventually
-//!   seen by every client, the nearer more often (Glenn Fiedler's priority accumulator).
+//! States are numbered per player by *versions*; the last [`STATE_LOG`] states of every player
+//! are kept once for all clients ([`Versions`]), so what a client holds costs a few bytes a
+//! player, and "has this player changed for this client" is one comparison. Everything per
+//! client is a flat array in the order of the match's roster.
+//!
+//! Which players go out is decided by a priority accumulator (Glenn Fiedler's "State
+//! Synchronization"): every player that changed since the state the client holds gains
+//! priority each tick, more the nearer it is to the client, four times as much within the
+//! client's line of sight, where it may be shot at, and four times as much while the client
+//! holds nothing of it (a newcomer); the client itself always goes first. The
+//! snapshot carries the highest priorities that fit the client's budget, whose priority starts
+//! again from zero. A player left out one tick gains on the others until it goes out: every
+//! player is eventually seen by every client, the nearer and the aimed-at more often. Without a
+//! budget (or when everything fits) every change goes out every tick.
+//!
+//! The values of a player relative to a base version are the same for every client that holds
+//! that version: they are written once per tick and copied behind each client's own id and
+//! base.
 
 use crate::player::Player;
 use crate::Match;
 use bytes::Bytes;
+use rewind_shared::codec;
 use rewind_shared::protocol::PlayerId;
 use rewind_shared::sim::{NetPlayer, POS_SCALE};
-use rewind_shared::snapshot::{self, WorldSnapshot};
+use rewind_shared::snapshot::{self, WorldSnapshot, STATE_HORIZON};
+use rewind_shared::trig;
 use rewind_shared::Tick;
 use std::collections::VecDeque;
 use std::ops::Range;
 
-/// The fewest bytes a player takes in a snapshot (its id and six fields of at least a byte).
-const MIN_ENTRY: usize = 7;
+/// The fewest bytes a player takes in a snapshot (its id, its base and six fields of at least
+/// a byte).
+const MIN_ENTRY: usize = 8;
 /// Priority of the receiving player's own state: always first.
 const OWN_PRIORITY: f32 = 1e9;
 /// Distance at which a player's priority grows half as fast as one right next to the client,
 /// in grid units (1/256 m): 10 m.
 const HALF_PRIORITY: f32 = 10.0 * POS_SCALE;
-/// States kept per player. A client whose view of a player is older than this many changes
-/// gets that player's state whole (flagged absolute) instead of a difference.
+/// A player within this cosine of the client's facing (about 20 degrees either side) is in its
+/// line of sight, and gains priority [`SIGHT_GAIN`] times as fast: what a player aims at is
+/// what it needs freshest.
+const SIGHT_COS: f32 = 0.94;
+const SIGHT_GAIN: f32 = 4.0;
+/// A player the client holds nothing of (it just joined, or the client did) gains priority this
+/// many times as fast: a newcomer is seen soon by everyone.
+const UNSEEN_GAIN: f32 = 4.0;
+/// States kept per player. A client whose newest known state of a player is older than this
+/// many changes gets that player whole.
 pub const STATE_LOG: usize = 64;
-/// Rosters remembered (one per change of membership), enough for every view kept: a view is
-/// at most `snapshot_history` (at most 255) ticks old and the roster changes at most once a
-/// tick.
-const ROSTERS: usize = 256;
-/// The version of a state the client holds but the server no longer knows: never in a log,
-/// so whatever the client holds is replaced by an absolute state.
-const UNKNOWN: u32 = u32::MAX;
+/// Rosters remembered (one per change of membership). Every client follows the roster each
+/// tick and the roster changes at most once a tick, so a client is at most one behind.
+const ROSTERS: usize = 8;
+/// Acknowledgements kept between two ticks per client (more are dropped, oldest first: a
+/// dropped one only means some players are sent again).
+const ACKS: usize = 16;
 
 /// Every player's recent states, numbered by versions, in the order of the newest world.
 #[derive(Debug, Default)]
@@ -61,7 +73,8 @@ pub(crate) struct Versions {
     /// The newest version of each player, and its position (grid units, x and z), in roster
     /// order.
     current: Vec<u32>,
-    pos: Vec<(f32, f32)>,
+    x: Vec<f32>,
+    z: Vec<f32>,
     /// The roster's generation, bumped when membership changes, and the recent rosters.
     generation: u64,
     rosters: VecDeque<(u64, Vec<PlayerId>)>,
@@ -72,8 +85,8 @@ struct Log {
     id: PlayerId,
     /// The newest version (1 for a player's first state).
     version: u32,
-    /// State `v`, its version and the tick it began, at slot `v % STATE_LOG`.
-    states: Box<[(u32, Tick, NetPlayer); STATE_LOG]>,
+    /// State `v` and its version, at slot `v % STATE_LOG`.
+    states: Box<[(u32, NetPlayer); STATE_LOG]>,
 }
 
 impl Versions {
@@ -103,7 +116,7 @@ impl Versions {
                     let mut log = self.spare_logs.pop().unwrap_or_else(|| Log {
                         id: *id,
                         version: 0,
-                        states: Box::new([(0, Tick::ZERO, NetPlayer::default()); STATE_LOG]),
+                        states: Box::new([(0, NetPlayer::default()); STATE_LOG]),
                     });
                     log.id = *id;
                     log.version = 0;
@@ -114,15 +127,22 @@ impl Versions {
             self.spare_logs.extend(old);
         }
         self.current.clear();
-        self.pos.clear();
+        self.x.clear();
+        self.z.clear();
         for (log, (_, now)) in self.logs.iter_mut().zip(&world.players) {
-            if log.version == 0 || log.states[slot(log.version)].2 != *now {
+            if log.version == 0 || log.states[slot(log.version)].1 != *now {
                 log.version += 1;
-                log.states[slot(log.version)] = (log.version, world.tick, *now);
+                log.states[slot(log.version)] = (log.version, *now);
             }
             self.current.push(log.version);
-            self.pos.push((now.x as f32, now.z as f32));
+            self.x.push(now.x as f32);
+            self.z.push(now.z as f32);
         }
+    }
+
+    /// The roster now.
+    fn roster_now(&self) -> &[PlayerId] {
+        self.rosters.back().map_or(&[][..], |(_, ids)| ids)
     }
 
     /// The roster of generation `g`, if still remembered.
@@ -134,23 +154,17 @@ impl Versions {
             .map(|(_, ids)| ids.as_slice())
     }
 
-    /// Player `i`'s state at `version`, if still kept.
-    fn state(&self, i: usize, version: u32) -> Option<&NetPlayer> {
-        let (v, _, state) = self.logs.get(i)?.states.get(slot(version))?;
-        (*v == version && version != 0).then_some(state)
+    /// Whether player `i`'s state at `version` is still kept (without reading it).
+    fn kept(&self, i: usize, version: u32) -> bool {
+        self.current
+            .get(i)
+            .is_some_and(|now| version != 0 && version <= *now && now - version < STATE_LOG as u32)
     }
 
-    /// The version player `i` had at `tick`, which it was in the match at; [`UNKNOWN`] when
-    /// the log no longer goes back that far.
-    fn version_at(&self, i: usize, tick: Tick) -> u32 {
-        let Some(log) = self.logs.get(i) else {
-            return UNKNOWN;
-        };
-        let oldest = log.version.saturating_sub(STATE_LOG as u32 - 1).max(1);
-        (oldest..=log.version)
-            .rev()
-            .find(|v| !log.states[slot(*v)].1.is_after(tick))
-            .unwrap_or(UNKNOWN)
+    /// Player `i`'s state at `version`, if still kept.
+    fn state(&self, i: usize, version: u32) -> Option<&NetPlayer> {
+        let (v, state) = self.logs.get(i)?.states.get(slot(version))?;
+        (*v == version && version != 0).then_some(state)
     }
 }
 
@@ -181,116 +195,182 @@ fn realign<T: Copy>(
     }
 }
 
-/// What one client was sent and how urgently each player needs sending to it.
+/// What one client holds and was sent, and how urgently each player needs sending to it.
 #[derive(Debug, Default)]
 pub(crate) struct Replica {
-    /// Views of the snapshots sent since the client's acknowledged one (that one included),
-    /// oldest first, at most `snapshot_history`.
-    sent: VecDeque<Sent>,
-    urgency: Urgency,
-    /// Views no longer needed, kept to be reused.
-    spare: Vec<Own>,
-}
-
-/// Accumulated priority of each player, in the order of roster `roster`.
-#[derive(Debug, Default)]
-struct Urgency {
-    priority: Vec<f32>,
+    /// The roster generation the per-player arrays follow.
     roster: u64,
+    /// Per player of that roster: the newest version an acknowledged snapshot carried (0:
+    /// none), and the rest of what is known.
+    held: Vec<u32>,
+    players: Vec<Known>,
+    /// Accumulated priority, per player of that roster.
+    priority: Vec<f32>,
+    /// Snapshots sent and not acknowledged, oldest first.
+    sent: VecDeque<Sent>,
+    spare: Vec<Sent>,
+    /// Players that left and that the client may still hold, until a snapshot carrying their
+    /// removal is acknowledged.
+    gone: Vec<PlayerId>,
+    /// Acknowledgements received since the last snapshot.
+    acks: Vec<Tick>,
+    scratch: Vec<Known>,
+    scratch_held: Vec<u32>,
+    scratch_priority: Vec<f32>,
 }
 
-#[derive(Debug)]
+/// What the server knows a client holds of one player, besides the version.
+#[derive(Clone, Copy, Debug, Default)]
+struct Known {
+    /// The tick of the acknowledged snapshot that carried the version held.
+    at: Tick,
+    /// The tick of the newest snapshot that carried the player, acknowledged or not.
+    sent: Option<Tick>,
+}
+
+#[derive(Debug, Default)]
 struct Sent {
     tick: Tick,
-    view: View,
-}
-
-/// What the client knows after a snapshot.
-#[derive(Debug)]
-enum View {
-    /// The whole world at the snapshot's tick (the snapshot was complete): in the history.
-    World,
-    /// Its own mixture of fresh and older states (the snapshot was partial).
-    Own(Own),
-}
-
-/// A partial view: the version the client holds of each player of a roster (0: none), and the
-/// players it still holds that left (their removal has not gone out yet).
-#[derive(Debug, Default)]
-struct Own {
+    /// The roster generation when it was sent, and the players carried: index in that roster,
+    /// id, and the version carried.
     roster: u64,
-    versions: Vec<u32>,
-    lingering: Vec<PlayerId>,
+    carried: Vec<(u32, PlayerId, u32)>,
+    removed: Vec<PlayerId>,
 }
 
-/// A client's baseline.
-#[derive(Clone, Copy)]
-enum Base<'a> {
-    /// The world at a tick, whole.
-    World(&'a WorldSnapshot),
-    /// The client's own view at a tick.
-    Own(Tick, &'a Own),
-}
+impl Replica {
+    /// Notes that the client processed the snapshot of `tick` (applied at the next snapshot).
+    pub(crate) fn acknowledge(&mut self, tick: Tick) {
+        if self.acks.contains(&tick) {
+            return;
+        }
+        if self.acks.len() == ACKS {
+            self.acks.remove(0);
+        }
+        self.acks.push(tick);
+    }
 
-impl Base<'_> {
-    fn tick(&self) -> Tick {
-        match self {
-            Base::World(w) => w.tick,
-            Base::Own(t, _) => *t,
+    /// Follows the current roster: per-player arrays realigned, players who left noted for
+    /// removal if the client may hold them.
+    fn follow(&mut self, versions: &Versions) {
+        let now = versions.roster_now();
+        if self.roster == versions.generation && self.players.len() == now.len() {
+            return;
+        }
+        let Replica {
+            held,
+            players,
+            priority,
+            gone,
+            scratch,
+            scratch_held,
+            scratch_priority,
+            ..
+        } = self;
+        match versions.roster(self.roster) {
+            Some(then) if then.len() == players.len() => {
+                realign(then, players, now, Known::default(), scratch, |id, k| {
+                    if k.sent.is_some() {
+                        gone.push(id);
+                    }
+                });
+                realign(then, held, now, 0, scratch_held, |_, _| {});
+                realign(then, priority, now, 0.0, scratch_priority, |_, _| {});
+                std::mem::swap(players, scratch);
+                std::mem::swap(held, scratch_held);
+                std::mem::swap(priority, scratch_priority);
+            }
+            // A new client (or one that missed a roster): it holds nothing we know of.
+            _ => {
+                players.clear();
+                players.resize(now.len(), Known::default());
+                held.clear();
+                held.resize(now.len(), 0);
+                priority.clear();
+                priority.resize(now.len(), 0.0);
+            }
+        }
+        gone.sort_unstable();
+        gone.dedup();
+        self.roster = versions.generation;
+    }
+
+    /// Applies the acknowledgements received: every player the acknowledged snapshots carried
+    /// is now known held, every removal they carried known done.
+    fn apply_acks(&mut self, versions: &Versions) {
+        let now = versions.roster_now();
+        for ack in self.acks.drain(..) {
+            let Some(k) = self.sent.iter().position(|s| s.tick == ack) else {
+                continue;
+            };
+            let Some(sent) = self.sent.remove(k) else {
+                continue;
+            };
+            for (i, id, version) in &sent.carried {
+                let i = if sent.roster == versions.generation {
+                    *i as usize
+                } else {
+                    match now.binary_search(id) {
+                        Ok(i) => i,
+                        Err(_) => continue,
+                    }
+                };
+                let (held, known) = (&mut self.held[i], &mut self.players[i]);
+                if *version > *held || (*version == *held && ack.is_after(known.at)) {
+                    *held = *version;
+                    known.at = ack;
+                }
+            }
+            self.gone.retain(|g| !sent.removed.contains(g));
+            self.spare.push(sent);
         }
     }
-}
 
-/// The view the client holds for `tick`, if it was sent one and the server still has it.
-fn view<'a>(
-    sent: &'a VecDeque<Sent>,
-    tick: Tick,
-    history: &'a crate::history::History,
-) -> Option<Base<'a>> {
-    let sent = sent.iter().rev().find(|s| s.tick == tick)?;
-    match &sent.view {
-        View::World => history.get(tick).map(Base::World),
-        View::Own(v) => Some(Base::Own(tick, v)),
-    }
-}
-
-/// Keeps the view sent at `tick`, forgetting those older than the acknowledged one (`ack`) and
-/// the oldest beyond `keep`.
-fn remember(
-    sent: &mut VecDeque<Sent>,
-    spare: &mut Vec<Own>,
-    tick: Tick,
-    view: View,
-    ack: Option<Tick>,
-    keep: usize,
-) {
-    let stale = |s: &Sent| ack.is_some_and(|a| s.tick.is_before(a));
-    while sent.len() >= keep.max(1) || sent.front().is_some_and(stale) {
-        if let Some(Sent {
-            view: View::Own(v), ..
-        }) = sent.pop_front()
+    /// Keeps the snapshot just written (what it carried, and the first `removals` of `gone`),
+    /// forgetting those beyond `keep` or the clients' horizon.
+    fn remember(
+        &mut self,
+        tick: Tick,
+        keep: usize,
+        carried: &[Pick],
+        now: &WorldSnapshot,
+        cv: &[u32],
+        removals: usize,
+    ) {
+        let horizon = tick.minus(STATE_HORIZON);
+        while self.sent.len() >= keep.max(1)
+            || self.sent.front().is_some_and(|s| s.tick.is_before(horizon))
         {
-            spare.push(v);
+            if let Some(old) = self.sent.pop_front() {
+                self.spare.push(old);
+            }
+        }
+        let mut s = self.spare.pop().unwrap_or_default();
+        s.tick = tick;
+        s.roster = self.roster;
+        s.carried.clear();
+        s.carried.extend(carried.iter().map(|pk| {
+            let i = pk.i as usize;
+            (pk.i, now.players[i].0, cv[i])
+        }));
+        s.removed.clear();
+        s.removed.extend_from_slice(&self.gone[..removals]);
+        self.sent.push_back(s);
+        for pk in carried {
+            self.priority[pk.i as usize] = 0.0;
+            self.players[pk.i as usize].sent = Some(tick);
         }
     }
-    sent.push_back(Sent { tick, view });
 }
 
 /// The receiving client, as its snapshot needs it.
 struct Client {
     id: PlayerId,
     pos: glam::Vec3,
+    yaw: u16,
     last_input: u32,
-}
-
-/// One distinct world baseline's shared parts in `Scratch::shared`: the head (kind, tick, age)
-/// and the body (changed players, removals).
-#[derive(Debug)]
-struct Shared {
-    baseline: Option<Tick>,
-    age: u8,
-    head: Range<usize>,
-    body: Range<usize>,
+    /// Snapshot bytes it may get this tick.
+    budget: usize,
 }
 
 /// Reused buffers of the snapshot writer, so a tick allocates only the buffer its datagrams
@@ -298,28 +378,113 @@ struct Shared {
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     versions: Versions,
-    msg: rewind_shared::protocol::SnapshotMsg,
-    shared: Vec<Shared>,
-    shared_bytes: Vec<u8>,
+    /// The players that changed for a client, as indices in the roster, or, when they do not
+    /// all fit, as sort keys: the priority's bits inverted (highest first), then the index.
+    ranked: Vec<u64>,
+    /// The players going to a client, ascending index.
+    picks: Vec<Pick>,
+    entries: Entries,
+    bodies: Bodies,
     /// This tick's datagrams, one after the other, handed out as slices of one buffer.
     wire: Vec<u8>,
     sent: Vec<(PlayerId, Range<usize>)>,
-    /// Candidates of a prioritised snapshot, as sort keys: the priority's bits inverted
-    /// (highest first), then the index in the roster (lowest first).
-    candidates: Vec<u64>,
-    /// The baseline's version of each player of the roster (0: not in it; [`UNKNOWN`]: in it,
-    /// in a state the server has forgotten).
-    base_versions: Vec<u32>,
-    realigned: Vec<f32>,
-    /// The players chosen: id, index in the roster, and their bytes in `entries`.
-    chosen: Vec<(PlayerId, usize, Range<usize>)>,
-    /// This tick's encoded players, each written once per baseline version it is sent from
-    /// (`encoded[i]` lists player `i`'s: version and bytes in `entries`), shared by every client
-    /// that holds the same version.
-    entries: Vec<u8>,
-    encoded: Vec<Vec<(u32, Range<usize>)>>,
-    removed: Vec<PlayerId>,
-    entry: Vec<u8>,
+}
+
+/// A player as one client gets it: its index in the roster, the version its values build on
+/// (0: absolute) and the base (ticks back to the snapshot that carried that version; 0:
+/// absolute).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pick {
+    i: u32,
+    version: u32,
+    base: u32,
+}
+
+/// This tick's entries, each written once per base it is sent from and shared by every client
+/// with the same base: `written[i]` lists player `i`'s first few (base version, base, where
+/// its bytes are in `bytes`); the rest are written each time.
+#[derive(Debug, Default)]
+struct Entries {
+    bytes: Vec<u8>,
+    written: Vec<[(u32, u32, u32, u32); WRITTEN]>,
+}
+
+/// Bases remembered per player and tick.
+const WRITTEN: usize = 4;
+/// An empty place in [`Entries::written`].
+const NONE_WRITTEN: (u32, u32, u32, u32) = (u32::MAX, 0, 0, 0);
+
+impl Entries {
+    fn clear(&mut self, players: usize) {
+        self.bytes.clear();
+        self.written.clear();
+        self.written.resize(players, [NONE_WRITTEN; WRITTEN]);
+    }
+
+    /// The bytes of `pick` (id, base and values) in `bytes`.
+    fn of(&mut self, pick: Pick, now: &(PlayerId, NetPlayer), versions: &Versions) -> Range<usize> {
+        let slots = &mut self.written[pick.i as usize];
+        if let Some((_, _, from, to)) = slots
+            .iter()
+            .find(|(v, b, _, _)| *v == pick.version && *b == pick.base)
+        {
+            return *from as usize..*to as usize;
+        }
+        let at = self.bytes.len();
+        snapshot::encode_entry_head(now.0, pick.base, &mut self.bytes);
+        let old = versions.state(pick.i as usize, pick.version);
+        snapshot::encode_change(&now.1, old, &mut self.bytes);
+        let end = self.bytes.len();
+        if let Some(free) = slots.iter_mut().find(|(v, _, _, _)| *v == u32::MAX) {
+            *free = (pick.version, pick.base, at as u32, end as u32);
+        }
+        at..end
+    }
+}
+
+/// This tick's snapshot bodies (every carried player, all that changed) that went to a client,
+/// so that the next client with the same picks gets a copy: clients that hold the same states
+/// (the same acknowledgements) share one.
+#[derive(Debug, Default)]
+struct Bodies {
+    /// A hash of the picks, where the picks are in `picks`, and the body in the wire.
+    list: Vec<(u64, Range<usize>, Range<usize>)>,
+    picks: Vec<Pick>,
+}
+
+/// Bodies remembered per tick (the first distinct ones).
+const BODIES: usize = 64;
+
+impl Bodies {
+    fn clear(&mut self) {
+        self.list.clear();
+        self.picks.clear();
+    }
+
+    fn hash(picks: &[Pick]) -> u64 {
+        // FNV-1a over the fields; equal hashes are checked pick by pick.
+        picks.iter().fold(0xcbf2_9ce4_8422_2325, |h, p| {
+            [p.i, p.version, p.base].iter().fold(h, |h, v| {
+                (h ^ u64::from(*v)).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        })
+    }
+
+    /// Where in the wire a body for exactly `picks` already is.
+    fn find(&self, hash: u64, picks: &[Pick]) -> Option<Range<usize>> {
+        self.list
+            .iter()
+            .find(|(h, p, _)| *h == hash && self.picks[p.clone()] == *picks)
+            .map(|(_, _, body)| body.clone())
+    }
+
+    fn keep(&mut self, hash: u64, picks: &[Pick], body: Range<usize>) {
+        if self.list.len() < BODIES {
+            let at = self.picks.len();
+            self.picks.extend_from_slice(picks);
+            self.list.push((hash, at..self.picks.len(), body));
+        }
+    }
 }
 
 impl Match {
@@ -338,19 +503,13 @@ impl Match {
             return;
         };
         s.versions.update(current);
-        s.entries.clear();
-        s.encoded.resize_with(current.players.len(), Vec::new);
-        for e in &mut s.encoded {
-            e.clear();
-        }
-        s.shared.clear();
-        s.shared_bytes.clear();
+        s.entries.clear(current.players.len());
+        s.bodies.clear();
         s.sent.clear();
-        let keep = config.snapshot_history;
+        let keep = config.snapshot_history.min(STATE_HORIZON as usize);
         for p in players.iter_mut() {
             let Player {
                 id,
-                ack,
                 replica,
                 inputs,
                 state,
@@ -358,60 +517,26 @@ impl Match {
                 budget,
                 ..
             } = p;
-            let budget = config
-                .snapshot_budget
-                .min(*max_datagram)
-                .min(budget.unwrap_or(usize::MAX));
-            let base = ack.and_then(|ack| view(&replica.sent, ack, history));
-            let start = s.wire.len();
-            // A whole-world baseline (or none): the shared snapshot, if it fits.
-            if let Some(k) = match base {
-                Some(Base::Own(..)) => None,
-                Some(Base::World(w)) => shared(s, current, Some(w)),
-                None => shared(s, current, None),
-            } {
-                let sh = &s.shared[k];
-                s.wire.extend_from_slice(&s.shared_bytes[sh.head.clone()]);
-                let own = snapshot::encode_last_input(inputs.applied, &mut s.wire);
-                s.wire.extend_from_slice(&s.shared_bytes[sh.body.clone()]);
-                if own.is_ok() && s.wire.len() - start <= budget {
-                    stats.snapshots += 1;
-                    stats.snapshot_bytes += (s.wire.len() - start) as u64;
-                    stats.snapshots_full += u64::from(sh.age == 0);
-                    s.sent.push((*id, start..s.wire.len()));
-                    let Replica { sent, spare, .. } = replica;
-                    remember(sent, spare, current.tick, View::World, *ack, keep);
-                    // Everything that changed went out: nobody waits.
-                    replica.urgency.priority.clear();
-                    continue;
-                }
-                s.wire.truncate(start);
-            }
+            replica.follow(&s.versions);
+            replica.apply_acks(&s.versions);
             let client = Client {
                 id: *id,
                 pos: state.pos,
+                yaw: state.yaw,
                 last_input: inputs.applied,
+                budget: config
+                    .snapshot_budget
+                    .min(*max_datagram)
+                    .min(budget.unwrap_or(usize::MAX)),
             };
-            let had_base = base.is_some();
-            let written = prioritised(
-                &client,
-                &mut replica.urgency,
-                &mut replica.spare,
-                current,
-                base,
-                budget,
-                s,
-            );
-            match written {
-                Some(v) => {
-                    let len = s.wire.len() - start;
+            let start = s.wire.len();
+            match write(&client, replica, current, keep, s) {
+                Some(written) => {
                     stats.snapshots += 1;
-                    stats.snapshot_bytes += len as u64;
-                    stats.snapshots_partial += u64::from(matches!(v, View::Own(_)));
-                    stats.snapshots_full += u64::from(!had_base);
+                    stats.snapshot_bytes += (s.wire.len() - start) as u64;
+                    stats.snapshots_partial += u64::from(written.partial);
+                    stats.absolute_states += u64::from(written.absolute);
                     s.sent.push((*id, start..s.wire.len()));
-                    let Replica { sent, spare, .. } = replica;
-                    remember(sent, spare, current.tick, v, *ack, keep);
                 }
                 None => s.wire.truncate(start),
             }
@@ -424,240 +549,199 @@ impl Match {
     }
 }
 
-/// The shared parts for a world baseline (`None`: no baseline), computed once per tick and
-/// baseline; their index in `s.shared`, or `None` if they cannot be encoded.
-fn shared(
-    s: &mut Scratch,
-    current: &WorldSnapshot,
-    baseline: Option<&WorldSnapshot>,
-) -> Option<usize> {
-    let key = baseline.map(|b| b.tick);
-    if let Some(k) = s.shared.iter().position(|sh| sh.baseline == key) {
-        return Some(k);
-    }
-    let start = s.shared_bytes.len();
-    snapshot::diff(current, baseline, 0, |_| true, &mut s.msg);
-    let head = snapshot::encode_head(current.tick, s.msg.baseline_age, false, &mut s.shared_bytes);
-    let mid = s.shared_bytes.len();
-    let body = snapshot::encode_body(&s.msg.players, &s.msg.removed, &mut s.shared_bytes);
-    if head.is_err() || body.is_err() {
-        s.shared_bytes.truncate(start);
-        return None;
-    }
-    s.shared.push(Shared {
-        baseline: key,
-        age: s.msg.baseline_age,
-        head: start..mid,
-        body: mid..s.shared_bytes.len(),
-    });
-    Some(s.shared.len() - 1)
+/// What a written snapshot was.
+struct Written {
+    partial: bool,
+    absolute: u32,
 }
 
-/// The baseline's version of every player of the current roster into `s.base_versions`, and
-/// the players the client holds that left into `s.removed`.
-fn base_versions(s: &mut Scratch, current: &WorldSnapshot, base: Option<Base<'_>>) {
+/// How player `i` goes to a client that holds version `held` of it (`known` says more): built
+/// on the newest state the client is known to hold, if it still keeps it (within its horizon,
+/// or its newest of that player) and the server still knows it; else whole.
+#[inline(always)]
+fn pick(i: usize, tick: Tick, held: u32, known: &Known, versions: &Versions) -> Pick {
+    let age = tick.since(known.at).max(0) as u32;
+    let usable = held != 0
+        && age > 0
+        && (age <= STATE_HORIZON || known.sent == Some(known.at))
+        && versions.kept(i, held);
+    let (version, base) = if usable { (held, age) } else { (0, 0) };
+    Pick {
+        i: i as u32,
+        version,
+        base,
+    }
+}
+
+/// Writes `p`'s snapshot into `s.wire`: the removals it may still hold and the changed players
+/// of highest priority that fit its budget. `None` if not even an empty snapshot fits.
+fn write(
+    p: &Client,
+    replica: &mut Replica,
+    current: &WorldSnapshot,
+    keep: usize,
+    s: &mut Scratch,
+) -> Option<Written> {
     let Scratch {
         versions,
-        base_versions: bv,
-        removed,
+        ranked,
+        picks,
+        entries,
+        bodies,
+        wire,
         ..
     } = s;
-    bv.clear();
-    removed.clear();
-    let roster = versions.generation;
-    match base {
-        None => bv.resize(current.players.len(), 0),
-        Some(Base::World(w)) => {
-            let mut now = current.players.iter().enumerate().peekable();
-            for (id, _) in &w.players {
-                while now.next_if(|(_, (n, _))| n < id).is_some() {
-                    bv.push(0);
-                }
-                match now.next_if(|(_, (n, _))| n == id) {
-                    Some((i, _)) => bv.push(versions.version_at(i, w.tick)),
-                    None => removed.push(*id),
-                }
-            }
-            bv.resize(current.players.len(), 0);
-        }
-        Some(Base::Own(_, own)) if own.roster == roster => {
-            bv.extend_from_slice(&own.versions);
-            removed.extend_from_slice(&own.lingering);
-        }
-        Some(Base::Own(_, own)) => {
-            let now = versions.rosters.back().map_or(&[][..], |(_, ids)| ids);
-            match versions.roster(own.roster) {
-                // Only the players the client holds need removing.
-                Some(then) => realign(then, &own.versions, now, 0, bv, |id, v| {
-                    if v != 0 {
-                        removed.push(id);
-                    }
-                }),
-                // Forgotten (never, with the bounds above): hold nothing as known.
-                None => bv.resize(current.players.len(), UNKNOWN),
-            }
-            removed.extend_from_slice(&own.lingering);
-            removed.sort_unstable();
-        }
-    }
-}
-
-/// Writes `p`'s own snapshot into `s.wire`: the removals since its baseline and the changed
-/// players of highest priority that fit `budget` bytes. Returns the view the client will have,
-/// or `None` if not even an empty snapshot fits.
-#[allow(clippy::too_many_arguments)]
-fn prioritised(
-    p: &Client,
-    urgency: &mut Urgency,
-    spare: &mut Vec<Own>,
-    current: &WorldSnapshot,
-    base: Option<Base<'_>>,
-    budget: usize,
-    s: &mut Scratch,
-) -> Option<View> {
+    let tick = current.tick;
     let n = current.players.len();
-    base_versions(s, current, base);
-    // The priorities, in the order of the current roster.
-    let roster = s.versions.generation;
-    if urgency.roster != roster || urgency.priority.len() != n {
-        let now = s.versions.rosters.back().map_or(&[][..], |(_, ids)| ids);
-        match s.versions.roster(urgency.roster) {
-            Some(then) if then.len() == urgency.priority.len() => {
-                realign(
-                    then,
-                    &urgency.priority,
-                    now,
-                    0.0,
-                    &mut s.realigned,
-                    |_, _| {},
-                );
-                std::mem::swap(&mut urgency.priority, &mut s.realigned);
-            }
-            _ => {
-                urgency.priority.clear();
-                urgency.priority.resize(n, 0.0);
-            }
-        }
-        urgency.roster = roster;
-    }
-    // One pass over flat arrays: who changed for this client, and how urgent each is.
-    let own = current
-        .players
-        .binary_search_by_key(&p.id, |(id, _)| *id)
-        .ok();
-    let (mx, mz) = (p.pos.x * POS_SCALE, p.pos.z * POS_SCALE);
-    s.candidates.clear();
-    let (bv, cv, pos) = (&s.base_versions, &s.versions.current, &s.versions.pos);
-    for (i, prio) in urgency.priority.iter_mut().enumerate() {
-        if bv[i] == cv[i] {
-            *prio = 0.0;
-            continue;
-        }
-        *prio = if Some(i) == own {
-            OWN_PRIORITY
-        } else {
-            // Half as fast at 10 m, a third at 20 m: nearer players are fresher, and even the
-            // farthest gains steadily, so it goes out within a bounded time.
-            let (dx, dz) = (pos[i].0 - mx, pos[i].1 - mz);
-            *prio + HALF_PRIORITY / (HALF_PRIORITY + (dx * dx + dz * dz).sqrt())
-        };
-        s.candidates
-            .push(u64::from(!prio.to_bits()) << 32 | i as u64);
-    }
-    // The highest priorities first (ties: lower id), at most as many as could ever fit.
-    let changed = s.candidates.len();
-    let most = budget / MIN_ENTRY + 1;
-    if s.candidates.len() > most {
-        s.candidates.select_nth_unstable(most);
-        s.candidates.truncate(most);
-    }
-    s.candidates.sort_unstable();
-    // What the snapshot costs before its players: head, last input, the removals, and the
-    // players' count (at most 3 bytes below 65536 entries).
-    let age = base.map_or(0, |b| current.tick.since(b.tick()).clamp(1, 255) as u8);
-    let start = s.wire.len();
-    snapshot::encode_head(current.tick, age, false, &mut s.wire).ok()?;
-    snapshot::encode_last_input(p.last_input, &mut s.wire).ok()?;
-    let fixed = s.wire.len() - start + 3;
-    s.wire.truncate(start);
-    s.entry.clear();
-    snapshot::encode_removed(&s.removed, &mut s.entry).ok()?;
-    let mut used = fixed + s.entry.len();
-    let lingering = if used <= budget {
-        Vec::new()
-    } else {
-        // Not every removal fits: as many as do (a rare burst of leavers), the rest later.
-        if fixed + 1 > budget {
-            return None;
-        }
-        let mut k = s.removed.len();
-        loop {
-            s.entry.clear();
-            snapshot::encode_removed(&s.removed[..k], &mut s.entry).ok()?;
-            if fixed + s.entry.len() <= budget || k == 0 {
-                break;
-            }
-            k -= 1;
-        }
-        used = fixed + s.entry.len();
-        s.removed.split_off(k)
+    let removal_len = |k: usize, gone: &[PlayerId]| {
+        codec::varint_len(k as u64)
+            + gone[..k]
+                .iter()
+                .map(|id| codec::varint_len(u64::from(id.0)))
+                .sum::<usize>()
     };
-    s.chosen.clear();
-    for &key in &s.candidates {
-        if used + MIN_ENTRY > budget {
-            break;
+    let prio = &mut replica.priority[..n];
+    let (held, cv) = (&replica.held[..n], &versions.current[..n]);
+    let known = &replica.players[..n];
+    // Who changed for this client.
+    ranked.clear();
+    for i in 0..n {
+        if held[i] == cv[i] {
+            prio[i] = 0.0;
+        } else {
+            ranked.push(i as u64);
         }
-        let i = (key & 0xffff_ffff) as usize;
-        let (id, now) = &current.players[i];
-        let bv = s.base_versions[i];
-        let bytes = match s.encoded[i].iter().find(|(v, _)| *v == bv) {
-            Some((_, bytes)) => bytes.clone(),
-            None => {
-                let d = match bv {
-                    0 => snapshot::delta(*id, now, None),
-                    v => match s.versions.state(i, v) {
-                        Some(old) => snapshot::delta(*id, now, Some(old)),
-                        // The client's state is older than the log: send it whole.
-                        None => snapshot::absolute(*id, now),
-                    },
-                };
-                let at = s.entries.len();
-                if snapshot::encode_player(&d, &mut s.entries).is_err() {
-                    s.entries.truncate(at);
-                    continue;
-                }
-                s.encoded[i].push((bv, at..s.entries.len()));
-                at..s.entries.len()
+    }
+    let changed = ranked.len();
+    // What the snapshot costs before its players: head, last input, the players' count (at
+    // most 3 bytes below 65536 entries), and the removals that fit.
+    let fixed = snapshot::head_len(tick) + codec::varint_len(u64::from(p.last_input)) + 3;
+    if fixed + 1 > p.budget {
+        return None;
+    }
+    let mut removals = replica.gone.len();
+    while fixed + removal_len(removals, &replica.gone) > p.budget {
+        // Not every removal fits: as many as do (a rare burst of leavers), the rest later.
+        removals -= 1;
+    }
+    let fixed = fixed + removal_len(removals, &replica.gone);
+    // Everything that changed, if it fits: a copy of the body an earlier client with the same
+    // picks got, or written now.
+    picks.clear();
+    let mut body = None;
+    if fixed + changed * MIN_ENTRY <= p.budget {
+        picks.extend(ranked.iter().map(|&i| {
+            pick(
+                i as usize,
+                tick,
+                held[i as usize],
+                &known[i as usize],
+                versions,
+            )
+        }));
+        let hash = Bodies::hash(picks);
+        if let Some(range) = bodies.find(hash, picks) {
+            if fixed + range.len() <= p.budget {
+                body = Some((range, None));
             }
-        };
-        if used + bytes.len() <= budget {
-            used += bytes.len();
-            s.chosen.push((*id, i, bytes));
+        } else {
+            let mut len = 0;
+            for pk in picks.iter() {
+                len += entries
+                    .of(*pk, &current.players[pk.i as usize], versions)
+                    .len();
+            }
+            if fixed + len <= p.budget {
+                body = Some((0..0, Some(hash)));
+            }
         }
     }
-    // Complete: every change and every removal since the baseline went out, so the client's
-    // view is the whole world at this tick.
-    let complete = s.chosen.len() == changed && lingering.is_empty();
-    s.chosen.sort_unstable_by_key(|(id, _, _)| *id);
-    snapshot::encode_head(current.tick, age, !complete, &mut s.wire).ok()?;
-    snapshot::encode_last_input(p.last_input, &mut s.wire).ok()?;
-    snapshot::encode_players_len(s.chosen.len(), &mut s.wire).ok()?;
-    for (_, _, bytes) in &s.chosen {
-        s.wire.extend_from_slice(&s.entries[bytes.clone()]);
+    let partial;
+    let head = wire.len();
+    match body {
+        Some((range, fresh)) => {
+            partial = removals < replica.gone.len();
+            snapshot::encode_head(tick, partial, wire);
+            snapshot::encode_last_input(p.last_input, wire);
+            snapshot::encode_players_len(picks.len(), wire);
+            let start = wire.len();
+            match fresh {
+                Some(hash) => {
+                    for pk in picks.iter() {
+                        let bytes = entries.of(*pk, &current.players[pk.i as usize], versions);
+                        wire.extend_from_slice(&entries.bytes[bytes]);
+                    }
+                    bodies.keep(hash, picks, start..wire.len());
+                }
+                None => wire.extend_from_within(range),
+            }
+        }
+        None => {
+            // Not everything fits: how urgent each player is, in one pass over flat arrays
+            // without a branch (so that it vectorizes): half as fast at 10 m, a third at 20 m,
+            // four times as fast in the line of sight. Nearer players are fresher, and even the
+            // farthest gains steadily, so it goes out within a bounded time. A player that did
+            // not change waits for nothing.
+            let (mx, mz) = (p.pos.x * POS_SCALE, p.pos.z * POS_SCALE);
+            let (fz, fx) = trig::sin_cos(p.yaw);
+            let (px, pz) = (&versions.x[..n], &versions.z[..n]);
+            for i in 0..n {
+                let (dx, dz) = (px[i] - mx, pz[i] - mz);
+                let d = (dx * dx + dz * dz).sqrt();
+                let in_sight = f32::from(u8::from(dx * fx + dz * fz > SIGHT_COS * d));
+                let unseen = f32::from(u8::from(held[i] == 0));
+                let gain = (1.0 + (SIGHT_GAIN - 1.0) * in_sight)
+                    * (1.0 + (UNSEEN_GAIN - 1.0) * unseen)
+                    * HALF_PRIORITY
+                    / (HALF_PRIORITY + d);
+                let moved = f32::from(u8::from(held[i] != cv[i]));
+                prio[i] = (prio[i] + gain) * moved;
+            }
+            // The receiving player itself goes first whenever it changed.
+            if let Ok(own) = current.players.binary_search_by_key(&p.id, |(id, _)| *id) {
+                if prio[own] > 0.0 {
+                    prio[own] = OWN_PRIORITY;
+                }
+            }
+            // The best candidates, at most as many as could ever fit, best first.
+            for key in ranked.iter_mut() {
+                *key |= u64::from(!prio[*key as usize].to_bits()) << 32;
+            }
+            let most = p.budget / MIN_ENTRY + 1;
+            if ranked.len() > most {
+                ranked.select_nth_unstable(most);
+                ranked.truncate(most);
+            }
+            ranked.sort_unstable();
+            let mut used = fixed;
+            picks.clear();
+            for &key in ranked.iter() {
+                if used + MIN_ENTRY > p.budget {
+                    break;
+                }
+                let i = (key & 0xffff_ffff) as usize;
+                let pk = pick(i, tick, held[i], &known[i], versions);
+                let len = entries.of(pk, &current.players[i], versions).len();
+                if used + len <= p.budget {
+                    used += len;
+                    picks.push(pk);
+                }
+            }
+            picks.sort_unstable_by_key(|pk| pk.i);
+            partial = picks.len() < changed || removals < replica.gone.len();
+            snapshot::encode_head(tick, partial, wire);
+            snapshot::encode_last_input(p.last_input, wire);
+            snapshot::encode_players_len(picks.len(), wire);
+            for pk in picks.iter() {
+                let bytes = entries.of(*pk, &current.players[pk.i as usize], versions);
+                wire.extend_from_slice(&entries.bytes[bytes]);
+            }
+        }
     }
-    snapshot::encode_removed(&s.removed, &mut s.wire).ok()?;
-    // Whoever went out starts again from zero, and the client holds its newest version.
-    for (_, i, _) in &s.chosen {
-        urgency.priority[*i] = 0.0;
-        s.base_versions[*i] = s.versions.current[*i];
-    }
-    if complete {
-        return Some(View::World);
-    }
-    let mut view = spare.pop().unwrap_or_default();
-    view.roster = roster;
-    view.versions.clear();
-    view.versions.extend_from_slice(&s.base_versions);
-    view.lingering = lingering;
-    Some(View::Own(view))
+    snapshot::encode_removed(&replica.gone[..removals], wire);
+    debug_assert!(wire.len() - head <= p.budget);
+    let absolute = picks.iter().filter(|pk| pk.base == 0).count() as u32;
+    // Remembered until acknowledged; whoever went out starts again from zero.
+    replica.remember(tick, keep, picks, current, cv, removals);
+    Some(Written { partial, absolute })
 }

@@ -9,7 +9,8 @@ use rewind_shared::hitbox::Ray;
 use rewind_shared::protocol::{buttons, MAX_DATAGRAM};
 use rewind_shared::protocol::{InputBatch, InputCmd, ServerDatagram};
 use rewind_shared::sim;
-use rewind_shared::snapshot::{apply, WorldSnapshot};
+use rewind_shared::snapshot::{Received, WorldSnapshot};
+use rewind_shared::Tick;
 
 fn hitboxes() -> Hitboxes {
     Hitboxes::load(&rewind_shared::map::default_assets_dir()).unwrap()
@@ -171,49 +172,88 @@ fn crouch_input_changes_stance_on_the_server() {
     assert_eq!(m.state(id).unwrap().stance, sim::Stance::Crouching);
 }
 
-/// Clients as docs/protocol.md describes them: each rebuilds every snapshot from the view it
-/// names as baseline, keeps its views, and acknowledges the newest (partial or not).
+/// Clients as docs/protocol.md describes them: each applies every snapshot to what it holds
+/// and acknowledges the newest it processed, `ack_lag` ticks later (its round trip).
 #[derive(Default)]
 struct Clients {
-    views: std::collections::BTreeMap<PlayerId, Vec<WorldSnapshot>>,
-    /// Players received whole although the baseline held them (flagged absolute).
+    held: std::collections::BTreeMap<PlayerId, Received>,
+    /// Acknowledgements on their way, per client: (due tick, acknowledged tick).
+    acks: std::collections::BTreeMap<PlayerId, std::collections::VecDeque<(u32, Tick)>>,
+    ack_lag: u32,
+    /// The world after every tick, to date what clients hold.
+    worlds: Vec<WorldSnapshot>,
+    /// Players received whole.
     absolute: usize,
 }
 
 impl Clients {
-    fn ack(&self, id: PlayerId) -> Option<rewind_shared::Tick> {
-        self.views.get(&id).and_then(|v| v.last()).map(|w| w.tick)
+    fn with_ack_lag(ack_lag: u32) -> Clients {
+        Clients {
+            ack_lag,
+            ..Clients::default()
+        }
     }
 
-    fn view(&self, id: PlayerId) -> Option<&WorldSnapshot> {
-        self.views.get(&id).and_then(|v| v.last())
+    /// The acknowledgement client `id` sends at tick `t`.
+    fn ack(&mut self, id: PlayerId, t: u32) -> Option<Tick> {
+        let q = self.acks.entry(id).or_default();
+        let mut ack = None;
+        while q.front().is_some_and(|(due, _)| *due <= t) {
+            ack = q.pop_front().map(|(_, a)| a);
+        }
+        ack
     }
 
-    /// Applies one tick's datagrams; returns their sizes.
-    fn receive(&mut self, out: Vec<(PlayerId, Bytes)>) -> Vec<usize> {
+    /// What client `id` holds now: every player's newest state.
+    fn view(&self, id: PlayerId) -> Option<WorldSnapshot> {
+        let r = self.held.get(&id)?;
+        Some(WorldSnapshot {
+            tick: r.newest()?,
+            players: r.players().map(|(p, s)| (p, *s)).collect(),
+        })
+    }
+
+    /// Applies one tick's datagrams (sent at tick `t`); returns their sizes.
+    fn receive(&mut self, t: u32, out: Vec<(PlayerId, Bytes)>) -> Vec<usize> {
         out.into_iter()
             .map(|(id, bytes)| {
                 let ServerDatagram::Snapshot(msg) = codec::decode(&bytes).unwrap();
-                self.absolute += msg
-                    .players
-                    .iter()
-                    .filter(|p| p.flags & rewind_shared::protocol::FLAG_ABSOLUTE != 0)
-                    .count();
-                let views = self.views.entry(id).or_default();
-                let want = msg.tick.minus(u32::from(msg.baseline_age));
-                let base = views.iter().rev().find(|w| w.tick == want);
-                let world = apply(&msg, base).unwrap();
-                views.push(world);
-                if views.len() > 64 {
-                    views.remove(0);
+                self.absolute += msg.players.iter().filter(|p| p.base == 0).count();
+                let r = self.held.entry(id).or_default();
+                assert_eq!(
+                    r.apply(&msg),
+                    Ok(true),
+                    "{id} could not apply snapshot {}",
+                    msg.tick
+                );
+                // Every player carried is exactly as the server had it at that tick.
+                let world = self.worlds.last().unwrap();
+                assert_eq!(world.tick, msg.tick);
+                for d in &msg.players {
+                    assert_eq!(
+                        r.state(d.id),
+                        world.player(d.id),
+                        "{id} got {} wrong at {}",
+                        d.id,
+                        msg.tick
+                    );
                 }
+                self.acks
+                    .entry(id)
+                    .or_default()
+                    .push_back((t + self.ack_lag, msg.tick));
                 bytes.len()
             })
             .collect()
     }
+
+    fn forget(&mut self, id: PlayerId) {
+        self.held.remove(&id);
+        self.acks.remove(&id);
+    }
 }
 
-/// `ticks` ticks of every player running about, each acknowledging its newest view.
+/// `ticks` ticks of every player running about, each acknowledging what it processed.
 fn run_about(
     m: &mut Match,
     ids: &[PlayerId],
@@ -226,14 +266,15 @@ fn run_about(
         for (k, id) in ids.iter().enumerate() {
             let yaw = (k as u32 * 6000 + t * 50) as u16;
             let batch = InputBatch {
-                ack: clients.ack(*id),
+                ack: clients.ack(*id, t),
                 inputs: vec![cmd(t, 127, yaw)],
             };
             m.receive(*id, &batch).unwrap();
         }
         m.tick();
         controls(m);
-        sizes.extend(clients.receive(datagrams(m)));
+        clients.worlds.extend(m.history().newest().cloned());
+        sizes.extend(clients.receive(t, datagrams(m)));
     }
     sizes
 }
@@ -248,14 +289,14 @@ fn crowd(players: usize, config: MatchConfig) -> (Match, Vec<PlayerId>) {
 }
 
 #[test]
-fn snapshots_rebuild_the_world_exactly_and_use_acked_baselines() {
+fn snapshots_carry_every_change_and_build_on_acknowledged_states() {
     // A budget that takes every change: each snapshot is complete.
     let config = MatchConfig {
         snapshot_budget: MAX_DATAGRAM,
         ..MatchConfig::default()
     };
     let (mut m, ids) = crowd(10, config);
-    let mut clients = Clients::default();
+    let mut clients = Clients::with_ack_lag(3);
     for t in 1..=40u32 {
         let sizes = run_about(&mut m, &ids, &mut clients, t, 1);
         assert_eq!(sizes.len(), 10);
@@ -266,23 +307,19 @@ fn snapshots_rebuild_the_world_exactly_and_use_acked_baselines() {
             }
         }
         if t == 40 {
-            assert!(
-                sizes[0] <= 128,
-                "10-player delta snapshot is {} bytes",
-                sizes[0]
-            );
+            assert!(sizes[0] <= 128, "10-player snapshot is {} bytes", sizes[0]);
         }
     }
     assert_eq!(
-        m.stats().snapshots_full,
-        10,
-        "only the first tick is sent without a baseline"
+        m.stats().absolute_states,
+        10 * 10 * 3,
+        "every player is sent whole only until the first snapshot is acknowledged"
     );
     assert_eq!(m.stats().snapshots_partial, 0);
 }
 
 /// Every client's view of every player: present, and equal to that player's real state at
-/// most `staleness` ticks ago. Returns the largest staleness found.
+/// most `limit` ticks ago. Returns the largest staleness found.
 fn staleness(m: &Match, ids: &[PlayerId], clients: &Clients, limit: u32) -> u32 {
     let mut worst = 0;
     for c in ids {
@@ -293,8 +330,12 @@ fn staleness(m: &Match, ids: &[PlayerId], clients: &Clients, limit: u32) -> u32 
                 .unwrap_or_else(|| panic!("{c} never saw {id}"));
             let age = (0..=limit)
                 .find(|ago| {
-                    m.history()
-                        .get(m.current_tick().minus(*ago))
+                    let tick = m.current_tick().minus(*ago);
+                    clients
+                        .worlds
+                        .iter()
+                        .rev()
+                        .find(|w| w.tick == tick)
                         .and_then(|w| w.player(*id))
                         == Some(seen)
                 })
@@ -307,127 +348,150 @@ fn staleness(m: &Match, ids: &[PlayerId], clients: &Clients, limit: u32) -> u32 
 
 #[test]
 fn a_budget_keeps_every_snapshot_small_and_every_client_converges() {
-    // 10 players running about within 108 bytes a snapshot (80 kbit/s at 64 Hz with QUIC).
+    // 10 players running about within 108 bytes a snapshot (80 kbit/s at 64 Hz with QUIC),
+    // acknowledging 6 ticks late (about 100 ms).
     let config = MatchConfig {
         snapshot_budget: 108,
         ..MatchConfig::default()
     };
     let (mut m, ids) = crowd(10, config);
     let budget = m.config().snapshot_budget;
-    let mut clients = Clients::default();
+    let mut clients = Clients::with_ack_lag(6);
     let sizes = run_about(&mut m, &ids, &mut clients, 1, 200);
     assert!(
         sizes.iter().all(|n| *n <= budget),
         "a snapshot over the {budget}-byte budget: {}",
         sizes.iter().max().unwrap()
     );
-    // The first snapshot cannot carry ten absolute players: it is partial, and acknowledged.
+    // The first snapshot cannot carry ten absolute players: it is partial.
     assert!(m.stats().snapshots_partial >= 10);
-    let worst = staleness(&m, &ids, &clients, 31);
+    let worst = staleness(&m, &ids, &clients, 63);
     eprintln!("10 players: views at most {worst} ticks old");
     assert!(worst <= 4, "a view was {worst} ticks old");
 }
 
 #[test]
 fn a_big_match_converges_within_the_budget_nearest_first() {
-    // A second of history, so that the check below can date every view.
-    let config = MatchConfig {
-        max_players: 128,
-        snapshot_history: 64,
-        snapshot_budget: 108,
-        ..MatchConfig::default()
-    };
-    let (mut m, ids) = crowd(128, config);
-    let budget = m.config().snapshot_budget;
-    let mut clients = Clients::default();
-    let sizes = run_about(&mut m, &ids, &mut clients, 1, 256);
-    assert!(sizes.iter().all(|n| *n <= budget));
-    assert_eq!(
-        sizes.len(),
-        128 * 256,
-        "every client got a snapshot every tick"
-    );
-    // Every client sees every player, none more than a second behind.
-    let worst = staleness(&m, &ids, &clients, 63);
-    eprintln!("128 players: views at most {worst} ticks old");
-    assert!(worst < 64, "a view was {worst} ticks old");
-    // Nearer players are fresher: the views' age by distance to the client.
-    let (mut near, mut far) = ((0u64, 0u64), (0u64, 0u64));
-    for c in &ids {
-        let me = m.state(*c).unwrap().pos;
-        let view = clients.view(*c).unwrap();
-        for id in ids.iter().filter(|id| *id != c) {
-            let now = m.state(*id).unwrap();
-            let fresh = view.player(*id) == Some(&now.to_net());
-            let bucket = if now.pos.distance(me) < 10.0 {
-                &mut near
-            } else {
-                &mut far
-            };
-            bucket.0 += u64::from(fresh);
-            bucket.1 += 1;
+    for ack_lag in [1, 7, 13] {
+        let config = MatchConfig {
+            max_players: 128,
+            snapshot_budget: 108,
+            ..MatchConfig::default()
+        };
+        let (mut m, ids) = crowd(128, config);
+        let budget = m.config().snapshot_budget;
+        let mut clients = Clients::with_ack_lag(ack_lag);
+        let sizes = run_about(&mut m, &ids, &mut clients, 1, 256);
+        assert!(sizes.iter().all(|n| *n <= budget));
+        assert_eq!(
+            sizes.len(),
+            128 * 256,
+            "every client got a snapshot every tick"
+        );
+        // Every client sees every player, none more than a second behind, whatever its round
+        // trip: an acknowledgement confirms every player a snapshot carried.
+        let worst = staleness(&m, &ids, &clients, 63);
+        eprintln!(
+            "128 players, acknowledged {ack_lag} ticks late: views at most {worst} ticks old"
+        );
+        assert!(worst < 64, "a view was {worst} ticks old");
+        // Nearer players are fresher: the views' age by distance to the client.
+        let (mut near, mut far) = ((0u64, 0u64), (0u64, 0u64));
+        for c in &ids {
+            let me = m.state(*c).unwrap().pos;
+            let view = clients.view(*c).unwrap();
+            for id in ids.iter().filter(|id| *id != c) {
+                let now = m.state(*id).unwrap();
+                let fresh = view.player(*id) == Some(&now.to_net());
+                let bucket = if now.pos.distance(me) < 10.0 {
+                    &mut near
+                } else {
+                    &mut far
+                };
+                bucket.0 += u64::from(fresh);
+                bucket.1 += 1;
+            }
         }
+        let share = |b: (u64, u64)| b.0 as f64 / b.1.max(1) as f64;
+        eprintln!(
+            "  views current for {:.2} of near players, {:.2} of far ones",
+            share(near),
+            share(far)
+        );
+        assert!(
+            share(near) > share(far),
+            "near players fresh {:.2}, far {:.2}",
+            share(near),
+            share(far)
+        );
     }
-    let share = |b: (u64, u64)| b.0 as f64 / b.1.max(1) as f64;
-    eprintln!(
-        "128 players: views current for {:.2} of near players, {:.2} of far ones",
-        share(near),
-        share(far)
-    );
-    assert!(
-        share(near) > share(far),
-        "near players fresh {:.2}, far {:.2}",
-        share(near),
-        share(far)
-    );
 }
 
 #[test]
-fn a_client_whose_view_is_older_than_the_state_log_gets_absolute_states() {
+fn a_client_whose_acknowledgements_are_too_old_gets_absolute_states() {
+    // Acknowledgements 70 ticks late: beyond the 64 ticks a client keeps states for, so every
+    // changed player goes out whole, and every client still holds every player exactly.
+    let config = MatchConfig {
+        max_players: 20,
+        ..MatchConfig::default()
+    };
+    let (mut m, ids) = crowd(20, config);
+    let mut clients = Clients::with_ack_lag(70);
+    run_about(&mut m, &ids, &mut clients, 1, 100);
+    let absolute = clients.absolute;
+    assert_eq!(absolute as u64, m.stats().absolute_states);
+    assert!(absolute >= 20 * 20 * 99, "{absolute} absolute states");
+    assert_eq!(staleness(&m, &ids, &clients, 0), 0);
+}
+
+#[test]
+fn a_player_far_behind_the_state_log_goes_out_whole() {
     // 160 players running about in 64 bytes a snapshot: far players wait more than the
-    // STATE_LOG states the server keeps, and then go out whole, flagged absolute.
+    // STATE_LOG states the server keeps, and then go out whole.
     let config = MatchConfig {
         max_players: 160,
-        snapshot_history: 255,
         snapshot_budget: 64,
         ..MatchConfig::default()
     };
     let (mut m, ids) = crowd(160, config);
-    let mut clients = Clients::default();
+    let mut clients = Clients::with_ack_lag(2);
     run_about(&mut m, &ids, &mut clients, 1, 240);
-    let absolute = clients.absolute;
-    assert!(absolute > 0, "no view outlived the state log");
-    // Every view still rebuilt exactly: each player as it really was at some recent tick.
-    let worst = staleness(&m, &ids, &clients, 254);
+    let first = 160 * 160;
+    assert!(
+        clients.absolute > first,
+        "no state outlived the log: {} absolute",
+        clients.absolute
+    );
+    let worst = staleness(&m, &ids, &clients, 239);
     eprintln!(
-        "160 players in 64 bytes: {absolute} absolute states, views at most {worst} ticks old"
+        "160 players in 64 bytes: {} absolute states, views at most {worst} ticks old",
+        clients.absolute
     );
 }
 
 #[test]
-fn partial_views_follow_players_who_leave_and_join() {
-    // A tight budget, so that views are partial while the roster changes under them.
+fn clients_follow_players_who_leave_and_join() {
+    // A tight budget, so that snapshots are partial while the roster changes under them.
     let config = MatchConfig {
         max_players: 90,
         snapshot_budget: 64,
-        snapshot_history: 128,
         ..MatchConfig::default()
     };
     let (mut m, mut ids) = crowd(80, config);
-    let mut clients = Clients::default();
+    let mut clients = Clients::with_ack_lag(4);
     run_about(&mut m, &ids, &mut clients, 1, 60);
     // Ten leave, one every other tick, while newcomers join.
     for k in 0..10 {
         let gone = ids.remove(k * 3);
         m.leave(gone);
-        clients.views.remove(&gone);
+        clients.forget(gone);
         if k % 2 == 0 {
             ids.push(m.join(&format!("late{k}"), MAX_DATAGRAM).unwrap());
         }
         run_about(&mut m, &ids, &mut clients, 61 + k as u32 * 2, 2);
     }
-    run_about(&mut m, &ids, &mut clients, 81, 120);
-    let worst = staleness(&m, &ids, &clients, 127);
+    run_about(&mut m, &ids, &mut clients, 81, 200);
+    let worst = staleness(&m, &ids, &clients, 199);
     for c in &ids {
         let view = clients.view(*c).unwrap();
         assert_eq!(
@@ -436,23 +500,23 @@ fn partial_views_follow_players_who_leave_and_join() {
             "{c} still holds a player who left, or misses one"
         );
     }
-    eprintln!("roster changes under partial views: views at most {worst} ticks old");
+    eprintln!("roster changes under partial snapshots: views at most {worst} ticks old");
     // Most leave at once: more removals than 64 bytes hold; they follow in later snapshots.
     for gone in ids.drain(..70) {
         m.leave(gone);
-        clients.views.remove(&gone);
+        clients.forget(gone);
     }
-    run_about(&mut m, &ids, &mut clients, 201, 1);
+    run_about(&mut m, &ids, &mut clients, 281, 1);
     assert!(
         ids.iter()
             .any(|c| clients.view(*c).unwrap().players.len() > ids.len()),
-        "the removals all fitted at once: the test no longer covers lingering ones"
+        "the removals all fitted at once: the test no longer covers the rest following"
     );
-    run_about(&mut m, &ids, &mut clients, 202, 60);
+    run_about(&mut m, &ids, &mut clients, 282, 60);
     for c in &ids {
         assert_eq!(clients.view(*c).unwrap().players.len(), ids.len(), "{c}");
     }
-    staleness(&m, &ids, &clients, 127);
+    staleness(&m, &ids, &clients, 63);
 }
 
 #[test]

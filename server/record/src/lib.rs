@@ -71,7 +71,8 @@ impl RecordedSettings {
             max_players: (self.max_players as usize).clamp(1, 1024),
             input_buffer: (self.input_buffer as usize).clamp(1, 256),
             catch_up_above: self.catch_up_above as usize,
-            snapshot_history: (self.snapshot_history as usize).clamp(1, 255),
+            snapshot_history: (self.snapshot_history as usize)
+                .clamp(1, rewind_shared::snapshot::STATE_HORIZON as usize),
             rewind: RewindPolicy {
                 enabled: self.lag_compensation,
                 window: ms(self.rewind_window_ms).min(MAX_WINDOW),
