@@ -3,26 +3,29 @@
 //!
 //! Every tick, in this order: take the joins and leaves that arrived (at most a queue's
 //! worth); take each player's input slot, in player order; tell the match the links' RTT and
-//! datagram size; tick; hand the journal to the recorder; hand snapshots to QUIC (never
-//! awaiting) and reliable messages to each connection's bounded queue; then check whether the
+//! datagram size; tick; hand the journal to the recorder; hand the snapshots and reliable
+//! messages to the network thread in one go ([`Outbox`], never waiting); then check whether the
 //! match starts or ends, and send the periodic statistics.
 
 use crate::host::{EndReason, Host, MatchReport};
+use crate::outbox::{Handover, JoinAnswer, LinkInfo};
 use crate::schedule::{Lateness, Schedule};
 use crate::session::InputSlot;
 use crate::stats::{Counters, TickHistogram};
+use bytes::Bytes;
 use rewind_match::{GameEvent, InputError, JoinError, Match};
 use rewind_record::writer::{Recorder, RecorderConfig};
 use rewind_record::Header;
+use rewind_shared::codec;
 use rewind_shared::protocol::{
     CloseCode, InputBatch, PlayerId, ServerControl, StatsReport, Welcome, MAX_DATAGRAM,
 };
-use rewind_transport::close;
+use rewind_transport::ConnKey;
 use slotmap::SlotMap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 slotmap::new_key_type! {
@@ -30,37 +33,25 @@ slotmap::new_key_type! {
     pub(crate) struct SessionKey;
 }
 
-/// What a connection asks of its match.
+/// What the network thread asks of a match for a connection; the answers go back through the
+/// [`Outbox`](crate::outbox::Outbox).
+#[derive(Debug)]
 pub(crate) enum Command {
     Join {
         name: String,
-        max_datagram: usize,
-        conn: quinn::Connection,
-        control: mpsc::Sender<ServerControl>,
+        conn: ConnKey,
+        link: Arc<LinkInfo>,
         slot: Arc<InputSlot>,
-        reply: oneshot::Sender<Result<Joined, Refused>>,
     },
     Leave {
         session: SessionKey,
     },
 }
 
-pub(crate) struct Joined {
-    pub session: SessionKey,
-    pub welcome: Welcome,
-}
-
-/// Why a match did not take a player.
-pub(crate) enum Refused {
-    Join(JoinError),
-    /// The match ended before the join arrived; another match may take the player.
-    Ended,
-}
-
 struct Session {
     player: PlayerId,
-    conn: quinn::Connection,
-    control: mpsc::Sender<ServerControl>,
+    conn: ConnKey,
+    link: Arc<LinkInfo>,
     slot: Arc<InputSlot>,
     /// The snapshot size that keeps this connection within the downstream target, if one is set.
     allowance: Option<Allowance>,
@@ -75,21 +66,21 @@ struct Allowance {
 }
 
 impl Allowance {
-    fn new(conn: &quinn::Connection, first: usize) -> Allowance {
+    fn new(link: &LinkInfo, first: usize) -> Allowance {
         Allowance {
             bytes: first as f64,
-            sent: conn.stats().udp_tx.bytes,
+            sent: link.bytes_sent(),
             since: Instant::now(),
         }
     }
 
     /// Half of last second's excess (or room) comes off (or on) each snapshot for the next.
-    fn steer(&mut self, conn: &quinn::Connection, target: f64, hz: f64) {
+    fn steer(&mut self, link: &LinkInfo, target: f64, hz: f64) {
         let elapsed = self.since.elapsed().as_secs_f64();
         if elapsed < 1.0 {
             return;
         }
-        let sent = conn.stats().udp_tx.bytes;
+        let sent = link.bytes_sent();
         let rate = sent.saturating_sub(self.sent) as f64 / elapsed;
         self.bytes =
             (self.bytes + 0.5 * (target - rate) / hz).clamp(MIN_ALLOWANCE, MAX_DATAGRAM as f64);
@@ -138,6 +129,7 @@ pub(crate) async fn run(id: u32, host: Arc<Host>, commands: mpsc::Receiver<Comma
             period: TickHistogram::default(),
             last_stats: Instant::now(),
             batches: Vec::new(),
+            out: Handover::default(),
         };
         let ended = hosted.run().await;
         let seconds = hosted.opened.elapsed().as_secs_f64();
@@ -225,6 +217,8 @@ struct Hosted {
     last_stats: Instant,
     /// Reused buffer of input datagrams taken from a slot.
     batches: Vec<InputBatch>,
+    /// What this tick hands the network thread.
+    out: Handover,
 }
 
 impl Hosted {
@@ -248,15 +242,15 @@ impl Hosted {
             self.update_links();
             self.game.tick();
             self.record(bp.recording.as_ref().map(|r| r.keyframe_every));
-            self.flush();
-            Counters::bump(&self.counters().ticks);
-            if let Some(reason) = self.phase() {
-                break reason;
-            }
             if let Some(every) = bp.stats_interval {
                 if self.last_stats.elapsed() >= every {
                     self.send_stats();
                 }
+            }
+            self.flush();
+            Counters::bump(&self.counters().ticks);
+            if let Some(reason) = self.phase() {
+                break reason;
             }
             let busy = busy_since.elapsed();
             self.ticks.record(busy);
@@ -281,8 +275,8 @@ impl Hosted {
         // Joins that were on their way go to another match.
         self.commands.close();
         while let Ok(cmd) = self.commands.try_recv() {
-            if let Command::Join { reply, .. } = cmd {
-                let _ = reply.send(Err(Refused::Ended));
+            if let Command::Join { conn, .. } = cmd {
+                self.out.joins.push((conn, JoinAnswer::Ended));
             }
         }
         let (code, why) = match ended {
@@ -299,14 +293,16 @@ impl Hosted {
         let keys: Vec<SessionKey> = self.sessions.keys().collect();
         for key in keys {
             if let Some(s) = self.sessions.get(key) {
-                close(&s.conn, code, &why);
+                self.out.closes.push((s.conn, code, why.clone()));
             }
             self.drop_session(key);
         }
+        self.hand_over();
         ended
     }
 
-    /// Joins and leaves, at most a queue's worth per tick.
+    /// Joins and leaves, at most a queue's worth per tick. A newcomer's welcome goes first, then
+    /// the roster the join made.
     fn take_commands(&mut self) {
         for _ in 0..self.host.blueprint().command_queue {
             let Ok(cmd) = self.commands.try_recv() else {
@@ -315,42 +311,75 @@ impl Hosted {
             match cmd {
                 Command::Join {
                     name,
-                    max_datagram,
                     conn,
-                    control,
+                    link,
                     slot,
-                    reply,
                 } => {
-                    let downstream = self.host.blueprint().downstream;
-                    let joined = self.game.join(&name, max_datagram).map(|player| {
-                        let allowance = downstream.map(|d| Allowance::new(&conn, d.first_snapshot));
-                        let session = self.sessions.insert(Session {
-                            player,
-                            conn,
-                            control,
-                            slot,
-                            allowance,
-                        });
-                        self.by_player.insert(player, session);
-                        self.peak_players = self.peak_players.max(self.by_player.len());
-                        Counters::bump(&self.counters().players);
-                        Joined {
-                            session,
-                            welcome: Welcome {
+                    let max_datagram = link.max_datagram().min(MAX_DATAGRAM);
+                    match self.game.join(&name, max_datagram) {
+                        Ok(player) => {
+                            let downstream = self.host.blueprint().downstream;
+                            let allowance =
+                                downstream.map(|d| Allowance::new(&link, d.first_snapshot));
+                            let session = self.sessions.insert(Session {
+                                player,
+                                conn,
+                                link,
+                                slot,
+                                allowance,
+                            });
+                            self.by_player.insert(player, session);
+                            self.peak_players = self.peak_players.max(self.by_player.len());
+                            Counters::bump(&self.counters().players);
+                            let welcome = Welcome {
                                 player_id: player,
                                 match_id: self.id,
                                 tick_rate_hz: self.game.config().tick_rate.hz(),
                                 map: self.game.map().name.clone(),
                                 server_tick: self.game.current_tick(),
-                            },
+                            };
+                            self.frame(conn, &ServerControl::Welcome(welcome.clone()));
+                            self.out
+                                .joins
+                                .push((conn, JoinAnswer::Joined { session, welcome }));
                         }
-                    });
-                    if let Err(Ok(joined)) = reply.send(joined.map_err(Refused::Join)) {
-                        // The connection task is gone already.
-                        self.drop_session(joined.session);
+                        Err(e) => {
+                            let code = match e {
+                                JoinError::Full(_) => CloseCode::MatchFull,
+                                _ => CloseCode::Refused,
+                            };
+                            self.out.joins.push((
+                                conn,
+                                JoinAnswer::Refused {
+                                    code,
+                                    reason: e.to_string(),
+                                },
+                            ));
+                        }
                     }
+                    self.take_control();
                 }
-                Command::Leave { session } => self.drop_session(session),
+                Command::Leave { session } => {
+                    self.drop_session(session);
+                    self.take_control();
+                }
+            }
+        }
+    }
+
+    /// Encodes a control message for a connection.
+    fn frame(&mut self, conn: ConnKey, msg: &ServerControl) {
+        match codec::encode(msg) {
+            Ok(bytes) => self.out.frames.push((conn, Bytes::from(bytes))),
+            Err(e) => warn!(error = %e, "a control message could not be encoded"),
+        }
+    }
+
+    /// The control messages the match made, encoded, in order.
+    fn take_control(&mut self) {
+        while let Some((player, msg)) = self.game.poll_control() {
+            if let Some(conn) = self.session_of(player).map(|s| s.conn) {
+                self.frame(conn, &msg);
             }
         }
     }
@@ -376,7 +405,9 @@ impl Hosted {
             if let Some(s) = self.sessions.get(key) {
                 Counters::bump(&self.counters().peer_errors);
                 debug!(player = %s.player, error = %why, "protocol violation");
-                close(&s.conn, CloseCode::Malformed, &why.to_string());
+                self.out
+                    .closes
+                    .push((s.conn, CloseCode::Malformed, why.to_string()));
             }
             self.drop_session(key);
         }
@@ -386,11 +417,11 @@ impl Hosted {
         let downstream = self.host.blueprint().downstream;
         let hz = f64::from(self.game.config().tick_rate.hz());
         for s in self.sessions.values_mut() {
-            let max = s.conn.max_datagram_size().unwrap_or(0).min(MAX_DATAGRAM);
+            let max = s.link.max_datagram().min(MAX_DATAGRAM);
             self.game.set_max_datagram(s.player, max);
-            self.game.set_rtt(s.player, s.conn.rtt());
+            self.game.set_rtt(s.player, s.link.rtt());
             if let (Some(d), Some(a)) = (downstream, s.allowance.as_mut()) {
-                a.steer(&s.conn, d.bytes_per_s, hz);
+                a.steer(&s.link, d.bytes_per_s, hz);
                 self.game.set_snapshot_budget(s.player, a.bytes as usize);
             }
         }
@@ -412,64 +443,35 @@ impl Hosted {
         }
     }
 
-    /// Hands the match's outputs to QUIC without waiting.
+    /// Hands the match's outputs to the network thread without waiting.
     fn flush(&mut self) {
         while let Some(event) = self.game.poll_event() {
             log_event(&event);
         }
-        let counters = self.host.counters();
         while let Some((player, bytes)) = self.game.poll_datagram() {
-            let Some(s) = self.session_of(player) else {
-                continue;
-            };
-            let len = bytes.len() as u64;
-            match s.conn.send_datagram(bytes) {
-                Ok(()) => {
-                    Counters::bump(&counters.datagrams_sent);
-                    Counters::add(&counters.datagram_bytes_sent, len);
-                }
-                Err(e) => {
-                    Counters::bump(&counters.datagram_send_failed);
-                    debug!(%player, error = %e, "snapshot not sent");
-                }
+            if let Some(conn) = self.session_of(player).map(|s| s.conn) {
+                self.out.datagrams.push((conn, bytes));
             }
         }
-        let mut slow = Vec::new();
-        while let Some((player, msg)) = self.game.poll_control() {
-            self.send_control(player, msg, &mut slow);
-        }
-        self.drop_slow(slow);
+        self.take_control();
+        self.hand_over();
+    }
+
+    /// Everything this tick made, to the network thread in one go.
+    fn hand_over(&mut self) {
+        let out = &mut self.out;
+        self.host.outbox().hand_over(|h| {
+            h.joins.append(&mut out.joins);
+            h.frames.append(&mut out.frames);
+            h.datagrams.append(&mut out.datagrams);
+            h.closes.append(&mut out.closes);
+        });
     }
 
     fn session_of(&self, player: PlayerId) -> Option<&Session> {
         self.by_player
             .get(&player)
             .and_then(|k| self.sessions.get(*k))
-    }
-
-    fn send_control(&self, player: PlayerId, msg: ServerControl, slow: &mut Vec<SessionKey>) {
-        let Some(&key) = self.by_player.get(&player) else {
-            return;
-        };
-        if let Some(s) = self.sessions.get(key) {
-            if s.control.try_send(msg).is_err() && !slow.contains(&key) {
-                slow.push(key);
-            }
-        }
-    }
-
-    fn drop_slow(&mut self, slow: Vec<SessionKey>) {
-        for key in slow {
-            if let Some(s) = self.sessions.get(key) {
-                Counters::bump(&self.counters().too_slow);
-                close(
-                    &s.conn,
-                    CloseCode::TooSlow,
-                    "reliable message queue overflowed",
-                );
-            }
-            self.drop_session(key);
-        }
     }
 
     /// Starts the match when it is full or its wait is over; ends it when its length is up
@@ -515,12 +517,16 @@ impl Hosted {
             server_matches: server.matches.min(u64::from(u16::MAX)) as u16,
             server_players: clamp(server.players),
         };
-        let mut slow = Vec::new();
-        let players: Vec<PlayerId> = self.by_player.keys().copied().collect();
-        for player in players {
-            self.send_control(player, ServerControl::Stats(report.clone()), &mut slow);
+        let msg = ServerControl::Stats(report);
+        match codec::encode(&msg) {
+            Ok(bytes) => {
+                let bytes = Bytes::from(bytes);
+                for s in self.sessions.values() {
+                    self.out.frames.push((s.conn, bytes.clone()));
+                }
+            }
+            Err(e) => warn!(error = %e, "statistics could not be encoded"),
         }
-        self.drop_slow(slow);
         self.period.reset();
         self.last_stats = Instant::now();
     }

@@ -8,6 +8,7 @@
 //! multi-threaded runtime the ticks of different matches run in parallel on every core.
 
 use crate::game_loop::{self, Command};
+use crate::outbox::Outbox;
 use crate::stats::{Counters, TickHistogram, TickTimes};
 use rewind_match::{MatchConfig, MatchStats};
 use rewind_shared::hitbox::Hitboxes;
@@ -108,7 +109,7 @@ pub enum AssignError {
     ShuttingDown,
 }
 
-/// A player's seat in a match, held by its connection task until the connection ends.
+/// A player's seat in a match, held for its connection until the connection ends.
 pub(crate) struct Seat {
     host: Arc<Host>,
     pub match_id: u32,
@@ -154,6 +155,9 @@ pub(crate) struct Host {
     counters: Arc<Counters>,
     cancel: CancellationToken,
     state: Mutex<State>,
+    outbox: Outbox,
+    /// The runtime the matches tick on (seats are handed out from the network thread).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Host {
@@ -170,6 +174,8 @@ impl Host {
                 next_id: 1,
                 ..State::default()
             }),
+            outbox: Outbox::default(),
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 
@@ -188,6 +194,11 @@ impl Host {
 
     pub fn cancel(&self) -> &CancellationToken {
         &self.cancel
+    }
+
+    /// Where the matches hand their output to the network thread.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Seats a player: in the oldest running match that takes players and has a free seat,
@@ -226,7 +237,7 @@ impl Host {
         state.tasks.retain(|t| !t.is_finished());
         state
             .tasks
-            .push(tokio::spawn(game_loop::run(id, self.clone(), rx)));
+            .push(self.runtime.spawn(game_loop::run(id, self.clone(), rx)));
         Counters::bump(&self.counters.matches_opened);
         Counters::bump(&self.counters.matches);
         state.running.push(Running {
@@ -237,6 +248,15 @@ impl Host {
         });
         let last = state.running.len() - 1;
         Ok(seat(&mut state.running[last]))
+    }
+
+    /// The command queue of a running match.
+    pub fn commands_of(&self, id: u32) -> Option<mpsc::Sender<Command>> {
+        self.lock()
+            .running
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.commands.clone())
     }
 
     /// The match takes no more players (it started and late joins are off).

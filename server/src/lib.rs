@@ -1,6 +1,8 @@
 //! Rewind's authoritative server: the async shell around the match core.
 //!
-//! - [`net`]: the quinn endpoint and the connection tasks; [`Server`] is the entry point.
+//! - [`net`]: [`Server`], the entry point: starts the network thread and the host.
+//! - [`relay`]: the network thread: every connection on one QUIC endpoint, one loop.
+//! - [`outbox`]: what the matches hand the network thread, and what it tells them of links.
 //! - [`host`]: many matches in one process; seats players, opens and ends matches.
 //! - [`game_loop`]: one match's fixed-rate tick loop around a [`rewind_match::Match`].
 //! - [`session`]: each connection's own bounded input slot.
@@ -15,6 +17,8 @@ pub mod config;
 pub mod game_loop;
 pub mod host;
 pub mod net;
+pub mod outbox;
+pub mod relay;
 pub mod schedule;
 pub mod session;
 pub mod stats;

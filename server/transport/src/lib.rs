@@ -1,8 +1,16 @@
 //! QUIC and TLS plumbing shared by the server and the bot clients: certificates, the
-//! game-tuned transport settings, endpoint configs, control-stream framing and close codes.
+//! game-tuned transport settings, endpoint configs, control-stream framing and close codes,
+//! and the driver both sides run many connections on ([`node::Node`] over a [`udp::Socket`]).
 //!
 //! Nothing here knows about matches or players: it turns a QUIC connection into framed
 //! control messages and datagrams, and back.
+
+pub mod conn;
+pub mod node;
+pub mod udp;
+
+pub use conn::{Conn, FrameError as ConnFrameError};
+pub use node::{Admission, ConnKey, Event, Node, Transmits};
 
 use rewind_shared::codec::{self, CodecError};
 use rewind_shared::protocol::{CloseCode, ALPN, MAX_CONTROL_FRAME};
