@@ -1,9 +1,12 @@
-//! One bot: a real QUIC client that joins, predicts its own movement, interpolates everyone
-//! else, plays its [`Script`] and measures what it sees.
+//! One bot, sans-IO: the client logic of a real player (join, predict its own movement,
+//! interpolate everyone else, play its [`Script`], fire and judge its own shots) and what it
+//! measures. The [`swarm`](crate::swarm) drives many of them over QUIC from one loop, calling
+//! [`Bot::on_connected`], [`Bot::on_readable`] and [`Bot::on_timer`], and sending what they
+//! write.
 
 use crate::behaviour::Script;
 use crate::gunner::{Gunner, ShotStats};
-use crate::link::{ConditionedSocket, LinkStats};
+use crate::link::LinkStats;
 use crate::view::{Predictor, SnapshotBuffer, SnapshotClock};
 use crate::{Live, SimConfig};
 use rewind_shared::codec;
@@ -15,14 +18,12 @@ use rewind_shared::protocol::{
 };
 use rewind_shared::sim::{self, PlayerState};
 use rewind_shared::Tick;
-use rewind_transport as transport;
+use rewind_transport::{self as transport, Conn};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio::time::{sleep_until, timeout, Instant, MissedTickBehavior};
+use std::time::{Duration, Instant};
 use tracing::debug;
 
 /// Clients render this many snapshot intervals behind the newest snapshot.
@@ -31,7 +32,7 @@ pub const INTERP_DELAY_TICKS: f64 = rewind_shared::protocol::INTERP_DELAY_TICKS 
 const MAX_STATS_KEPT: usize = 86_400;
 /// How long a bot whose time is up waits for the verdicts of its last shots.
 const VERDICT_GRACE: Duration = Duration::from_secs(1);
-/// How often a bot samples quinn's RTT estimate.
+/// How often a bot samples its connection's RTT estimate.
 const RTT_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 /// What one bot saw.
@@ -87,327 +88,457 @@ pub struct BotReport {
     pub rtt_us: Vec<u32>,
 }
 
-/// Runs one bot to the end of its session; every failure ends up in the report.
-pub(crate) async fn run(
-    index: usize,
-    cfg: Arc<SimConfig>,
-    client: quinn::ClientConfig,
-    live: Arc<Live>,
-    hitboxes: Arc<Hitboxes>,
-) -> BotReport {
-    let mut report = BotReport {
-        name: format!("{}{index}", cfg.name_prefix),
-        ..BotReport::default()
-    };
-    let ctx = Ctx {
-        index,
-        cfg: &cfg,
-        live: &live,
-        hitboxes: &hitboxes,
-    };
-    if let Err(e) = play(&ctx, client, &mut report).await {
-        debug!(bot = %report.name, error = %e, "bot ended with an error");
-        report.error = Some(e);
-    }
-    report
+/// Where a bot is in its life.
+enum Phase {
+    /// Waiting for the handshake and the welcome, until the deadline.
+    Joining { deadline: Instant },
+    /// In its match.
+    Playing(Box<Play>),
+    /// Done (left, failed, or stopped); `report` is final.
+    Done,
 }
 
-fn describe(e: &quinn::ConnectionError) -> String {
+/// A playing bot's state.
+struct Play {
+    welcome: Welcome,
+    map: Arc<Map>,
+    dt: f32,
+    /// Local time zero (the welcome), the end of its session, and the end of its grace.
+    epoch: Instant,
+    end: Instant,
+    grace: Option<Instant>,
+    next_tick: Instant,
+    next_rtt: Instant,
+    clock: SnapshotClock,
+    buffer: SnapshotBuffer,
+    predictor: Predictor,
+    script: Script,
+    gunner: Option<Gunner>,
+    names: BTreeMap<PlayerId, String>,
+    /// Players the bot was told about but has not seen in a snapshot yet, and since when.
+    unseen: BTreeMap<PlayerId, f64>,
+    recent: VecDeque<InputCmd>,
+    others: Vec<(PlayerId, glam::Vec3)>,
+    seq: u32,
+    last_pos: Option<PlayerState>,
+    /// UDP bytes up and down at the welcome.
+    at_welcome: (u64, u64),
+    out: Vec<u8>,
+}
+
+/// One bot: its configuration, its phase and its report.
+pub(crate) struct Bot {
+    pub index: usize,
+    pub report: BotReport,
+    phase: Phase,
+    seed: u64,
+}
+
+/// What a bot needs from its run, passed to every call.
+pub(crate) struct Ctx<'a> {
+    pub cfg: &'a SimConfig,
+    pub live: &'a Live,
+    pub hitboxes: &'a Hitboxes,
+}
+
+fn describe(e: &quinn_proto::ConnectionError) -> String {
     match (e, transport::close_reason(e)) {
-        (quinn::ConnectionError::ApplicationClosed(_), (code, reason)) => {
+        (quinn_proto::ConnectionError::ApplicationClosed(_), (code, reason)) => {
             format!("closed by server ({code:?}): {reason}")
         }
         (_, (_, reason)) => reason,
     }
 }
 
-/// What every stage of a bot's life needs.
-struct Ctx<'a> {
-    index: usize,
-    cfg: &'a SimConfig,
-    live: &'a Live,
-    hitboxes: &'a Hitboxes,
-}
-
-async fn play(
-    ctx: &Ctx<'_>,
-    client: quinn::ClientConfig,
-    report: &mut BotReport,
-) -> Result<(), String> {
-    let cfg = ctx.cfg;
-    // A local port on the server's address family; loopback stays on loopback.
-    let ip: std::net::IpAddr = match cfg.server.ip() {
-        ip if ip.is_loopback() => ip,
-        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-    };
-    let bind = std::net::SocketAddr::new(ip, 0);
-    report.conditions = cfg.link_of(ctx.index);
-    let conditioned = match report.conditions {
-        Some(link) => Some(
-            ConditionedSocket::bind(bind, link, cfg.seed ^ ((ctx.index as u64) << 8))
-                .map_err(|e| format!("cannot bind: {e}"))?,
-        ),
-        None => None,
-    };
-    let mut endpoint = match &conditioned {
-        Some(socket) => socket.endpoint(),
-        None => quinn::Endpoint::client(bind),
-    }
-    .map_err(|e| format!("cannot bind: {e}"))?;
-    endpoint.set_default_client_config(client);
-    let connecting = endpoint
-        .connect(cfg.server, &cfg.server_name)
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let conn = timeout(cfg.connect_timeout, connecting)
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let result = session(ctx, &conn, report).await;
-    let stats = conn.stats();
-    // From the welcome on: the handshake and its certificate are not play.
-    report.bytes_up = stats.udp_tx.bytes.saturating_sub(report.bytes_up);
-    report.bytes_down = stats.udp_rx.bytes.saturating_sub(report.bytes_down);
-    report.link = conditioned.map(|s| s.stats());
-    transport::close(&conn, CloseCode::Normal, "bot done");
-    let _ = timeout(Duration::from_millis(500), endpoint.wait_idle()).await;
-    result
-}
-
-async fn session(
-    ctx: &Ctx<'_>,
-    conn: &quinn::Connection,
-    report: &mut BotReport,
-) -> Result<(), String> {
-    let (cfg, live) = (ctx.cfg, ctx.live);
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| describe(&e))?;
-    let hello = Hello {
-        protocol_version: PROTOCOL_VERSION,
-        name: report.name.clone(),
-        token: cfg.token.clone(),
-    };
-    transport::write_message(&mut send, &hello)
-        .await
-        .map_err(|e| e.to_string())?;
-    let first = timeout(
-        cfg.connect_timeout,
-        transport::read_message::<ServerControl>(&mut recv),
-    )
-    .await;
-    let welcome = match first {
-        Ok(Ok(Some(ServerControl::Welcome(w)))) => w,
-        Ok(Ok(Some(other))) => return Err(format!("expected a welcome, got {other:?}")),
-        Err(_) => return Err("no welcome in time".into()),
-        Ok(Ok(None)) | Ok(Err(_)) => {
-            // The server closed on us: say why.
-            let why = conn.closed().await;
-            return Err(describe(&why));
-        }
-    };
-    let map = cfg.map(&welcome.map)?;
-    report.connected = true;
-    // What the connection carried up to the welcome, taken off at the end.
-    let at_welcome = conn.stats();
-    report.bytes_up = at_welcome.udp_tx.bytes;
-    report.bytes_down = at_welcome.udp_rx.bytes;
-    report.player_id = Some(welcome.player_id.0);
-    report.match_id = Some(welcome.match_id);
-    live.connected.fetch_add(1, Relaxed);
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<ServerControl>(256);
-    let reader = tokio::spawn(async move {
-        while let Ok(Some(msg)) = transport::read_message::<ServerControl>(&mut recv).await {
-            if ctl_tx.send(msg).await.is_err() {
-                break;
-            }
-        }
-    });
-    let started = Instant::now();
-    let result = game_loop(ctx, conn, &welcome, &map, report, &mut ctl_rx).await;
-    report.seconds = started.elapsed().as_secs_f64();
-    live.connected.fetch_sub(1, Relaxed);
-    reader.abort();
-    if result.is_ok() {
-        let _ = transport::write_message(&mut send, &ClientControl::Leave).await;
-        let _ = send.finish();
-    }
-    result
-}
-
-async fn game_loop(
-    ctx: &Ctx<'_>,
-    conn: &quinn::Connection,
-    welcome: &Welcome,
-    map: &Map,
-    report: &mut BotReport,
-    control: &mut mpsc::Receiver<ServerControl>,
-) -> Result<(), String> {
-    let (cfg, live, hitboxes) = (ctx.cfg, ctx.live, ctx.hitboxes);
-    let me = welcome.player_id;
-    let dt = 1.0 / f32::from(welcome.tick_rate_hz.max(1));
-    let epoch = Instant::now();
-    let local = || epoch.elapsed().as_secs_f64();
-    let end = epoch + cfg.duration;
-    // After its time is up (or Ctrl-C) a bot stops firing and waits (at most VERDICT_GRACE)
-    // for the verdicts of the shots still on their way, so every shot it counts is one the
-    // server judged.
-    let mut grace = end + VERDICT_GRACE;
-    let mut winding_down = false;
-    let mut ticker = tokio::time::interval(Duration::from_secs_f32(dt));
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut rtt_timer = tokio::time::interval(RTT_SAMPLE_EVERY);
-    let mut clock = SnapshotClock::new(welcome.tick_rate_hz);
-    let mut buffer = SnapshotBuffer::default();
-    let mut predictor = Predictor::default();
-    let seed = cfg.seed ^ (ctx.index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let behaviour = *cfg.behaviours.pick(ctx.index, cfg.bots);
-    report.behaviour = behaviour.name();
-    let mut script = Script::new(behaviour, seed);
-    let mut gunner =
-        (cfg.fire && behaviour.fires()).then(|| Gunner::new(seed ^ 0x5107, cfg.aim_error_deg));
-
-    let mut names: BTreeMap<PlayerId, String> = BTreeMap::new();
-    // Players the bot was told about but has not seen in a snapshot yet, and since when.
-    let mut unseen: BTreeMap<PlayerId, f64> = BTreeMap::new();
-    let mut recent: VecDeque<InputCmd> = VecDeque::with_capacity(INPUT_REDUNDANCY);
-    let mut others = Vec::new();
-    let mut seq = 0u32;
-    let mut last_pos: Option<PlayerState> = None;
-    let mut out = Vec::with_capacity(256);
-    let outcome = loop {
-        tokio::select! {
-            // The run's end, or Ctrl-C: stop firing and wait for the last verdicts.
-            _ = async {
-                tokio::select! {
-                    _ = cfg.stop.cancelled() => {}
-                    _ = sleep_until(end) => {}
-                }
-            }, if !winding_down => {
-                winding_down = true;
-                grace = Instant::now() + VERDICT_GRACE;
-                if gunner.as_ref().is_none_or(|g| g.awaiting() == 0) {
-                    break Ok(());
-                }
-            }
-            _ = sleep_until(grace), if winding_down => break Ok(()),
-            _ = rtt_timer.tick() => {
-                report.rtt_us.push(conn.rtt().as_micros().min(u128::from(u32::MAX)) as u32);
-            }
-            Some(msg) = control.recv() => match msg {
-                ServerControl::PlayerJoined { id, name } => {
-                    unseen.insert(id, local());
-                    names.insert(id, name);
-                    report.players_seen = report.players_seen.max(names.len());
-                }
-                ServerControl::Roster { players } => {
-                    for p in players {
-                        unseen.insert(p.id, local());
-                        names.insert(p.id, p.name);
-                    }
-                    report.players_seen = report.players_seen.max(names.len());
-                }
-                ServerControl::PlayerLeft { id } => {
-                    names.remove(&id);
-                    unseen.remove(&id);
-                }
-                ServerControl::Welcome(_) => return Err("a second welcome".into()),
-                ServerControl::ShotResult(r) => {
-                    if let Some(g) = gunner.as_mut().filter(|_| r.shooter == me) {
-                        g.on_result(&r);
-                        report.shots = g.stats.clone();
-                        if winding_down && g.awaiting() == 0 {
-                            break Ok(());
-                        }
-                    }
-                }
-                ServerControl::Kill { .. } => {}
-                ServerControl::Stats(stats) => {
-                    report.stats_received += 1;
-                    if report.server_ticks_us.len() < MAX_STATS_KEPT {
-                        report.server_ticks_us.push([stats.tick_p50_us, stats.tick_p99_us, stats.tick_max_us]);
-                    }
-                    report.last_stats = Some(stats);
-                }
+impl Bot {
+    /// Bot `index`, connecting now.
+    pub fn new(index: usize, cfg: &SimConfig, now: Instant) -> Bot {
+        Bot {
+            index,
+            report: BotReport {
+                name: format!("{}{index}", cfg.name_prefix),
+                conditions: cfg.link_of(index),
+                ..BotReport::default()
             },
-            datagram = conn.read_datagram() => {
-                let bytes = datagram.map_err(|e| describe(&e))?;
-                let msg = match codec::decode::<ServerDatagram>(&bytes) {
-                    Ok(ServerDatagram::Snapshot(msg)) => msg,
-                    Err(e) => {
-                        report.snapshot_errors += 1;
-                        debug!(error = %e, "undecodable snapshot");
-                        continue;
-                    }
-                };
-                clock.observe(msg.tick, local());
-                let u = clock.unwrap(msg.tick);
-                match buffer.apply(&msg, u) {
-                    Ok(true) => {}
-                    // Late or repeated: what it carried is older than what the bot holds.
-                    Ok(false) => continue,
-                    Err(e) => {
-                        report.snapshot_errors += 1;
-                        debug!(error = %e, "snapshot not applied");
-                        continue;
-                    }
-                }
-                report.snapshots += 1;
-                report.partial_snapshots += u64::from(msg.partial);
-                live.snapshots.fetch_add(1, Relaxed);
-                if let Some(n) = buffer.state(me).filter(|_| msg.players.iter().any(|p| p.id == me)) {
-                    let state = PlayerState::from_net(n);
-                    if let Some(prev) = last_pos {
-                        report.travelled_m += prev.pos.distance(state.pos);
-                    }
-                    last_pos = Some(state);
-                    predictor.on_server(msg.last_input, state, map, dt);
-                    report.prediction_matches = predictor.matches;
-                    report.prediction_mismatches = predictor.mismatches;
-                    report.prediction_resets = predictor.resets;
-                }
-                for p in &msg.players {
-                    if let Some(known) = unseen.remove(&p.id) {
-                        report.first_seen_ms_max =
-                            report.first_seen_ms_max.max((local() - known) * 1000.0);
-                    }
-                }
-            }
-            _ = ticker.tick() => {
-                let Some(state) = predictor.current().copied() else { continue };
-                let Some(now) = clock.now(local()) else { continue };
-                let view = now - INTERP_DELAY_TICKS;
-                buffer.positions_at(view, &mut others);
-                let mut cmd = script.next_input(&state, me, &others, map);
-                seq += 1;
-                cmd.seq = seq;
-                if let Some(g) = gunner.as_mut().filter(|_| !winding_down) {
-                    let after = sim::step(&state, &cmd, map, dt);
-                    cmd.shot = g.fire(local(), seq, me, &after, view, &buffer, map, hitboxes);
-                    report.shots.shots = g.stats.shots;
-                }
-                let ahead = conn.rtt().as_secs_f64() / f64::from(dt);
-                cmd.tick = Tick((now + ahead).round() as i64 as u32);
-                predictor.on_input(cmd, map, dt);
-                if recent.len() == INPUT_REDUNDANCY {
-                    recent.pop_front();
-                }
-                recent.push_back(cmd);
-                let batch = InputBatch {
-                    ack: buffer.newest_tick(),
-                    inputs: recent.iter().copied().collect(),
-                };
-                out.clear();
-                codec::encode_into(&ClientDatagram::Inputs(batch), &mut out).map_err(|e| e.to_string())?;
-                match conn.send_datagram(bytes::Bytes::copy_from_slice(&out)) {
-                    Ok(()) => {
-                        report.inputs_sent += 1;
-                        live.inputs.fetch_add(1, Relaxed);
-                    }
-                    Err(quinn::SendDatagramError::ConnectionLost(e)) => return Err(describe(&e)),
-                    Err(e) => debug!(error = %e, "input datagram not sent"),
-                }
+            phase: Phase::Joining {
+                deadline: now + cfg.connect_timeout,
+            },
+            seed: cfg.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    /// Ends a bot that never connected.
+    pub fn fail_quietly(&mut self, why: String) {
+        self.report.error = Some(why);
+        self.phase = Phase::Done;
+    }
+
+    /// Ends the bot with an error (it is closed by the caller).
+    pub fn fail(&mut self, ctx: &Ctx<'_>, why: String) {
+        if self.is_done() {
+            return;
+        }
+        debug!(bot = %self.report.name, error = %why, "bot ended with an error");
+        if self.report.error.is_none() {
+            self.report.error = Some(why);
+        }
+        self.finish(ctx, None);
+    }
+
+    /// The connection is up: open the control stream and say hello.
+    pub fn on_connected(&mut self, ctx: &Ctx<'_>, conn: &mut Conn) {
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            name: self.report.name.clone(),
+            token: ctx.cfg.token.clone(),
+        };
+        let sent = conn
+            .open_stream()
+            .map_err(|e| e.to_string())
+            .and_then(|()| codec::encode(&hello).map_err(|e| e.to_string()))
+            .and_then(|bytes| conn.send_frame(&bytes).map_err(|e| e.to_string()));
+        if let Err(e) = sent {
+            self.fail(ctx, format!("cannot say hello: {e}"));
+        }
+    }
+
+    /// The connection ended.
+    pub fn on_lost(&mut self, ctx: &Ctx<'_>, why: &quinn_proto::ConnectionError) {
+        if !self.is_done() {
+            self.fail(ctx, describe(why));
+        }
+    }
+
+    /// Control frames or datagrams may be waiting.
+    pub fn on_readable(&mut self, ctx: &Ctx<'_>, conn: &mut Conn, now: Instant) {
+        while let Some(frame) = conn.next_frame() {
+            let msg = match frame
+                .map_err(|e| e.to_string())
+                .and_then(|f| codec::decode::<ServerControl>(&f).map_err(|e| e.to_string()))
+            {
+                Ok(msg) => msg,
+                Err(e) => return self.fail(ctx, format!("bad control frame: {e}")),
+            };
+            self.on_control(ctx, conn, msg, now);
+            if self.is_done() {
+                return;
             }
         }
+        if conn.finished() && !self.is_done() {
+            return self.fail(ctx, "the server finished the control stream".into());
+        }
+        while let Some(bytes) = conn.recv_datagram() {
+            self.on_datagram(ctx, &bytes, now);
+        }
+    }
+
+    fn on_control(&mut self, ctx: &Ctx<'_>, conn: &mut Conn, msg: ServerControl, now: Instant) {
+        let Phase::Playing(play) = &mut self.phase else {
+            // The first frame must be the welcome.
+            match msg {
+                ServerControl::Welcome(w) => self.welcome(ctx, conn, w, now),
+                other => self.fail(ctx, format!("expected a welcome, got {other:?}")),
+            }
+            return;
+        };
+        let report = &mut self.report;
+        let local = (now - play.epoch).as_secs_f64();
+        match msg {
+            ServerControl::PlayerJoined { id, name } => {
+                // Datagrams may overtake the control stream: a player already held was seen.
+                if play.buffer.state(id).is_none() {
+                    play.unseen.insert(id, local);
+                }
+                play.names.insert(id, name);
+                report.players_seen = report.players_seen.max(play.names.len());
+            }
+            ServerControl::Roster { players } => {
+                for p in players {
+                    if play.buffer.state(p.id).is_none() {
+                        play.unseen.insert(p.id, local);
+                    }
+                    play.names.insert(p.id, p.name);
+                }
+                report.players_seen = report.players_seen.max(play.names.len());
+            }
+            ServerControl::PlayerLeft { id } => {
+                play.names.remove(&id);
+                play.unseen.remove(&id);
+            }
+            ServerControl::Welcome(_) => self.fail(ctx, "a second welcome".into()),
+            ServerControl::ShotResult(r) => {
+                let me = play.welcome.player_id;
+                let mut last = false;
+                if let Some(g) = play.gunner.as_mut().filter(|_| r.shooter == me) {
+                    g.on_result(&r);
+                    report.shots = g.stats.clone();
+                    last = play.grace.is_some() && g.awaiting() == 0;
+                }
+                // Winding down, and the last verdict came: time to go.
+                if last {
+                    self.leave(ctx, conn);
+                }
+            }
+            ServerControl::Kill { .. } => {}
+            ServerControl::Stats(stats) => {
+                report.stats_received += 1;
+                if report.server_ticks_us.len() < MAX_STATS_KEPT {
+                    report.server_ticks_us.push([
+                        stats.tick_p50_us,
+                        stats.tick_p99_us,
+                        stats.tick_max_us,
+                    ]);
+                }
+                report.last_stats = Some(stats);
+            }
+        }
+    }
+
+    fn welcome(&mut self, ctx: &Ctx<'_>, conn: &mut Conn, welcome: Welcome, now: Instant) {
+        let map = match ctx.cfg.map(&welcome.map) {
+            Ok(m) => m,
+            Err(e) => return self.fail(ctx, e),
+        };
+        let report = &mut self.report;
+        report.connected = true;
+        report.player_id = Some(welcome.player_id.0);
+        report.match_id = Some(welcome.match_id);
+        ctx.live.connected.fetch_add(1, Relaxed);
+        let behaviour = *ctx.cfg.behaviours.pick(self.index, ctx.cfg.bots);
+        report.behaviour = behaviour.name();
+        let dt = 1.0 / f32::from(welcome.tick_rate_hz.max(1));
+        let gunner = (ctx.cfg.fire && behaviour.fires())
+            .then(|| Gunner::new(self.seed ^ 0x5107, ctx.cfg.aim_error_deg));
+        let tick_rate = welcome.tick_rate_hz;
+        self.phase = Phase::Playing(Box::new(Play {
+            welcome,
+            map,
+            dt,
+            epoch: now,
+            end: now + ctx.cfg.duration,
+            grace: None,
+            next_tick: now,
+            next_rtt: now,
+            clock: SnapshotClock::new(tick_rate),
+            buffer: SnapshotBuffer::default(),
+            predictor: Predictor::default(),
+            script: Script::new(behaviour, self.seed),
+            gunner,
+            names: BTreeMap::new(),
+            unseen: BTreeMap::new(),
+            recent: VecDeque::with_capacity(INPUT_REDUNDANCY),
+            others: Vec::new(),
+            seq: 0,
+            last_pos: None,
+            // From the welcome on: the handshake and its certificate are not play.
+            at_welcome: conn.udp_bytes(),
+            out: Vec::with_capacity(256),
+        }));
+    }
+
+    fn on_datagram(&mut self, ctx: &Ctx<'_>, bytes: &[u8], now: Instant) {
+        let Phase::Playing(play) = &mut self.phase else {
+            return;
+        };
+        let report = &mut self.report;
+        let msg = match codec::decode::<ServerDatagram>(bytes) {
+            Ok(ServerDatagram::Snapshot(msg)) => msg,
+            Err(e) => {
+                report.snapshot_errors += 1;
+                debug!(error = %e, "undecodable snapshot");
+                return;
+            }
+        };
+        let local = (now - play.epoch).as_secs_f64();
+        play.clock.observe(msg.tick, local);
+        let u = play.clock.unwrap(msg.tick);
+        match play.buffer.apply(&msg, u) {
+            Ok(true) => {}
+            // Late or repeated: what it carried is older than what the bot holds.
+            Ok(false) => return,
+            Err(e) => {
+                report.snapshot_errors += 1;
+                debug!(error = %e, "snapshot not applied");
+                return;
+            }
+        }
+        report.snapshots += 1;
+        report.partial_snapshots += u64::from(msg.partial);
+        ctx.live.snapshots.fetch_add(1, Relaxed);
+        let me = play.welcome.player_id;
+        let carried_me = msg.players.iter().any(|p| p.id == me);
+        if let Some(n) = play.buffer.state(me).filter(|_| carried_me) {
+            let state = PlayerState::from_net(n);
+            if let Some(prev) = play.last_pos {
+                report.travelled_m += prev.pos.distance(state.pos);
+            }
+            play.last_pos = Some(state);
+            play.predictor
+                .on_server(msg.last_input, state, &play.map, play.dt);
+            report.prediction_matches = play.predictor.matches;
+            report.prediction_mismatches = play.predictor.mismatches;
+            report.prediction_resets = play.predictor.resets;
+        }
+        for p in &msg.players {
+            if let Some(known) = play.unseen.remove(&p.id) {
+                report.first_seen_ms_max = report.first_seen_ms_max.max((local - known) * 1000.0);
+            }
+        }
+    }
+
+    /// When the bot next needs [`Bot::on_timer`].
+    pub fn next_timer(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Joining { deadline } => Some(*deadline),
+            Phase::Playing(p) => Some(
+                [Some(p.next_tick), Some(p.next_rtt), p.grace.or(Some(p.end))]
+                    .into_iter()
+                    .flatten()
+                    .fold(p.next_tick, Instant::min),
+            ),
+            Phase::Done => None,
+        }
+    }
+
+    /// Whatever is due: the join deadline, the next input, an RTT sample, the end.
+    pub fn on_timer(&mut self, ctx: &Ctx<'_>, conn: &mut Conn, now: Instant, stop: bool) {
+        let Phase::Playing(play) = &mut self.phase else {
+            if let Phase::Joining { deadline } = self.phase {
+                if stop {
+                    self.fail(ctx, "stopped before joining".into());
+                } else if now >= deadline {
+                    let why = if conn.is_connected() {
+                        "no welcome in time"
+                    } else {
+                        "connect timed out"
+                    };
+                    self.fail(ctx, why.into());
+                }
+            }
+            return;
+        };
+        if now >= play.next_rtt {
+            self.report
+                .rtt_us
+                .push(conn.rtt().as_micros().min(u128::from(u32::MAX)) as u32);
+            play.next_rtt += RTT_SAMPLE_EVERY;
+        }
+        // The run's end, or Ctrl-C: stop firing and wait (at most VERDICT_GRACE) for the
+        // verdicts of the shots still on their way, so every shot counted is one the server
+        // judged.
+        if play.grace.is_none() && (stop || now >= play.end) {
+            play.grace = Some(now + VERDICT_GRACE);
+            if play.gunner.as_ref().is_none_or(|g| g.awaiting() == 0) {
+                return self.leave(ctx, conn);
+            }
+        }
+        if play.grace.is_some_and(|g| now >= g) {
+            return self.leave(ctx, conn);
+        }
+        if now >= play.next_tick {
+            // A bot that fell behind skips ticks rather than bursting.
+            let dt = Duration::from_secs_f32(play.dt);
+            while play.next_tick <= now {
+                play.next_tick += dt;
+            }
+            if let Err(e) = tick(ctx, play, &mut self.report, conn, now) {
+                self.fail(ctx, e);
+            }
+        }
+    }
+
+    /// Leaves cleanly: the `Leave` frame, the stream finished, the connection closed.
+    fn leave(&mut self, ctx: &Ctx<'_>, conn: &mut Conn) {
+        if let Ok(bytes) = codec::encode(&ClientControl::Leave) {
+            let _ = conn.send_frame(&bytes);
+        }
+        conn.finish();
+        self.finish(ctx, Some(conn));
+    }
+
+    /// The bot's session is over: its report is completed.
+    fn finish(&mut self, ctx: &Ctx<'_>, conn: Option<&mut Conn>) {
+        if let Phase::Playing(play) = std::mem::replace(&mut self.phase, Phase::Done) {
+            let report = &mut self.report;
+            report.seconds = play.epoch.elapsed().as_secs_f64();
+            report.players_never_seen = play.unseen.len();
+            if let Some(g) = &play.gunner {
+                report.shots = g.stats.clone();
+            }
+            if let Some(conn) = conn {
+                let (up, down) = conn.udp_bytes();
+                report.bytes_up = up.saturating_sub(play.at_welcome.0);
+                report.bytes_down = down.saturating_sub(play.at_welcome.1);
+                conn.close(Instant::now(), CloseCode::Normal, "bot done");
+            }
+            ctx.live.connected.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// The link conditioner's figures for this bot.
+    pub fn set_link(&mut self, stats: LinkStats) {
+        self.report.link = Some(stats);
+    }
+}
+
+/// One tick of a playing bot: the next input, maybe a shot, sent with the last few.
+fn tick(
+    ctx: &Ctx<'_>,
+    play: &mut Play,
+    report: &mut BotReport,
+    conn: &mut Conn,
+    now: Instant,
+) -> Result<(), String> {
+    let Some(state) = play.predictor.current().copied() else {
+        return Ok(());
     };
-    report.players_never_seen = unseen.len();
-    outcome
+    let local = (now - play.epoch).as_secs_f64();
+    let Some(server_now) = play.clock.now(local) else {
+        return Ok(());
+    };
+    let me = play.welcome.player_id;
+    let view = server_now - INTERP_DELAY_TICKS;
+    play.buffer.positions_at(view, &mut play.others);
+    let mut cmd = play.script.next_input(&state, me, &play.others, &play.map);
+    play.seq += 1;
+    cmd.seq = play.seq;
+    if let Some(g) = play.gunner.as_mut().filter(|_| play.grace.is_none()) {
+        let after = sim::step(&state, &cmd, &play.map, play.dt);
+        cmd.shot = g.fire(
+            local,
+            play.seq,
+            me,
+            &after,
+            view,
+            &play.buffer,
+            &play.map,
+            ctx.hitboxes,
+        );
+        report.shots.shots = g.stats.shots;
+    }
+    let ahead = conn.rtt().as_secs_f64() / f64::from(play.dt);
+    cmd.tick = Tick((server_now + ahead).round() as i64 as u32);
+    play.predictor.on_input(cmd, &play.map, play.dt);
+    if play.recent.len() == INPUT_REDUNDANCY {
+        play.recent.pop_front();
+    }
+    play.recent.push_back(cmd);
+    let batch = InputBatch {
+        ack: play.buffer.newest_tick(),
+        inputs: play.recent.iter().copied().collect(),
+    };
+    play.out.clear();
+    codec::encode_into(&ClientDatagram::Inputs(batch), &mut play.out).map_err(|e| e.to_string())?;
+    match conn.send_datagram(bytes::Bytes::copy_from_slice(&play.out)) {
+        Ok(()) => {
+            report.inputs_sent += 1;
+            ctx.live.inputs.fetch_add(1, Relaxed);
+        }
+        Err(e) => debug!(error = %e, "input datagram not sent"),
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ pub mod bot;
 pub mod gunner;
 pub mod link;
 pub mod report;
+pub mod swarm;
 pub mod view;
 
 pub use behaviour::Behaviour;
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use swarm::Swarm;
 
 /// How to run a batch of bots.
 #[derive(Clone, Debug)]
@@ -65,6 +67,9 @@ pub struct SimConfig {
     pub fire: bool,
     /// Bots' aim error, degrees either way (uniform). Default 0.8.
     pub aim_error_deg: f32,
+    /// Threads the bots are shared among, each driving its share from one loop. Default: the
+    /// machine's cores.
+    pub threads: usize,
 
     maps: Arc<Mutex<HashMap<String, Arc<Map>>>>,
 }
@@ -91,6 +96,7 @@ impl SimConfig {
             stop: tokio_util::sync::CancellationToken::new(),
             fire: true,
             aim_error_deg: 0.8,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
 
             maps: Arc::default(),
         }
@@ -213,9 +219,13 @@ pub enum SimError {
     Hitboxes(#[from] HitboxError),
     #[error("no bots to run")]
     NoBots,
+    #[error("cannot start a thread for the bots")]
+    Thread(#[source] std::io::Error),
 }
 
-/// Runs every bot to the end and gathers the report.
+/// Runs every bot to the end and gathers the report. The bots are shared among
+/// [`SimConfig::threads`] swarms, each one OS thread driving its bots from one loop over one
+/// UDP socket.
 pub async fn run(cfg: SimConfig) -> Result<Report, SimError> {
     if cfg.bots == 0 {
         return Err(SimError::NoBots);
@@ -228,33 +238,71 @@ pub async fn run(cfg: SimConfig) -> Result<Report, SimError> {
     let progress = cfg
         .progress
         .then(|| tokio::spawn(print_progress(cfg.clone(), live.clone(), started)));
-    let mut handles = Vec::with_capacity(cfg.bots);
-    for i in 0..cfg.bots {
+    let threads = cfg.threads.clamp(1, cfg.bots);
+    let mut swarms = Vec::with_capacity(threads);
+    for t in 0..threads {
         let (cfg, client, live, hitboxes) =
             (cfg.clone(), client.clone(), live.clone(), hitboxes.clone());
-        let delay = cfg.connect_spacing * i as u32;
-        handles.push(tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => bot::run(i, cfg, client, live, hitboxes).await,
-                _ = cfg.stop.cancelled() => BotReport {
-                    name: format!("{}{i}", cfg.name_prefix),
-                    error: Some("stopped before connecting".into()),
-                    ..BotReport::default()
-                },
-            }
-        }));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let stop = cfg.stop.clone();
+        std::thread::Builder::new()
+            .name(format!("bots-{t}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string());
+                let reports = runtime.and_then(|rt| {
+                    rt.block_on(async {
+                        let swarm =
+                            Swarm::new(cfg, client, live, hitboxes, t, threads, started)
+                                .map_err(|e| format!("cannot bind: {e}"))?;
+                        Ok(swarm.run(stop).await)
+                    })
+                });
+                let _ = tx.send(reports);
+            })
+            .map_err(SimError::Thread)?;
+        swarms.push(rx);
     }
-    let mut bots = Vec::with_capacity(handles.len());
-    for (i, h) in handles.into_iter().enumerate() {
-        bots.push(h.await.unwrap_or_else(|e| BotReport {
-            name: format!("{}{i}", cfg.name_prefix),
-            error: Some(format!("bot task failed: {e}")),
-            ..BotReport::default()
-        }));
+    let mut bots: Vec<Option<BotReport>> = (0..cfg.bots).map(|_| None).collect();
+    for (t, rx) in swarms.into_iter().enumerate() {
+        let reports = rx
+            .await
+            .unwrap_or_else(|_| Err("the bots' thread ended early".into()));
+        match reports {
+            Ok(reports) => {
+                for (k, r) in reports.into_iter().enumerate() {
+                    if let Some(slot) = bots.get_mut(t + k * threads) {
+                        *slot = Some(r);
+                    }
+                }
+            }
+            Err(e) => {
+                for i in (t..cfg.bots).step_by(threads) {
+                    bots[i] = Some(BotReport {
+                        name: format!("{}{i}", cfg.name_prefix),
+                        error: Some(e.clone()),
+                        ..BotReport::default()
+                    });
+                }
+            }
+        }
     }
     if let Some(p) = progress {
         p.abort();
     }
+    let bots: Vec<BotReport> = bots
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            b.unwrap_or_else(|| BotReport {
+                name: format!("{}{i}", cfg.name_prefix),
+                error: Some("never started".into()),
+                ..BotReport::default()
+            })
+        })
+        .collect();
     Ok(Report::new(
         &bots,
         cfg.duration,

@@ -1,27 +1,12 @@
-//! A link conditioner: a UDP socket for quinn that delays, jitters and drops every packet in
-//! both directions, so bots play from a realistic distance. Loss can come in bursts
-//! (Gilbert-Elliott). Seeded: a run with the same seed draws the same fates.
+//! A link conditioner: every packet of a bot, both directions, gets a fate: lost, or delayed
+//! (latency and jitter), so bots play from a realistic distance. Loss can come in bursts
+//! (Gilbert-Elliott). Seeded: a run with the same seed draws the same fates. The
+//! [`swarm`](crate::swarm) holds each packet in a delay line for its fate.
 
-use quinn::udp::{RecvMeta, Transmit};
-use quinn::{AsyncUdpSocket, UdpPoller};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BinaryHeap;
 use std::fmt;
-use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant};
-
-/// Packets held in flight per direction; more are dropped (a full router queue).
-const IN_FLIGHT: usize = 4096;
-/// Largest UDP payload read.
-const MAX_PACKET: usize = 65_535;
 
 /// One direction's impairment (applied to both directions).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -87,7 +72,7 @@ impl fmt::Display for LinkConditions {
 
 /// Draws each packet's fate: lost, or delayed by how much.
 #[derive(Debug)]
-struct Fate {
+pub(crate) struct Fate {
     rng: SmallRng,
     conditions: LinkConditions,
     /// In a loss burst (Gilbert-Elliott "bad" state).
@@ -95,7 +80,7 @@ struct Fate {
 }
 
 impl Fate {
-    fn new(conditions: LinkConditions, seed: u64) -> Fate {
+    pub(crate) fn new(conditions: LinkConditions, seed: u64) -> Fate {
         Fate {
             rng: SmallRng::seed_from_u64(seed),
             conditions,
@@ -104,7 +89,7 @@ impl Fate {
     }
 
     /// `None` if the packet is lost, else its delay.
-    fn draw(&mut self) -> Option<Duration> {
+    pub(crate) fn draw(&mut self) -> Option<Duration> {
         let c = &self.conditions;
         let loss = c.loss.clamp(0.0, 1.0);
         // Two states: all packets in "bad" are lost; a burst lasts `burst` packets on average;
@@ -135,32 +120,6 @@ impl Fate {
     }
 }
 
-struct Packet {
-    due: Instant,
-    /// Tie-breaker keeping equal-time packets in arrival order.
-    order: u64,
-    peer: SocketAddr,
-    bytes: Vec<u8>,
-}
-
-impl PartialEq for Packet {
-    fn eq(&self, other: &Self) -> bool {
-        (self.due, self.order) == (other.due, other.order)
-    }
-}
-impl Eq for Packet {}
-impl PartialOrd for Packet {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Packet {
-    /// Reversed: the heap pops the earliest packet first.
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (other.due, other.order).cmp(&(self.due, self.order))
-    }
-}
-
 /// Counts of what the conditioner did.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct LinkStats {
@@ -168,211 +127,6 @@ pub struct LinkStats {
     pub sent_lost: u64,
     pub received: u64,
     pub received_lost: u64,
-}
-
-/// A UDP socket whose traffic passes through the conditioner.
-pub struct ConditionedSocket {
-    socket: Arc<UdpSocket>,
-    outgoing: mpsc::Sender<Packet>,
-    delivered: Mutex<mpsc::Receiver<Packet>>,
-    up: Mutex<(Fate, u64)>,
-    stats: Arc<Mutex<LinkStats>>,
-}
-
-impl fmt::Debug for ConditionedSocket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConditionedSocket")
-            .field("socket", &self.socket)
-            .finish()
-    }
-}
-
-impl ConditionedSocket {
-    /// Binds `addr` and starts the two delay lines on the current tokio runtime; they stop
-    /// when the socket is dropped.
-    pub fn bind(
-        addr: SocketAddr,
-        conditions: LinkConditions,
-        seed: u64,
-    ) -> io::Result<Arc<ConditionedSocket>> {
-        let std = std::net::UdpSocket::bind(addr)?;
-        std.set_nonblocking(true)?;
-        let socket = Arc::new(UdpSocket::from_std(std)?);
-        let (out_tx, out_rx) = mpsc::channel(IN_FLIGHT);
-        let (in_tx, in_rx) = mpsc::channel(IN_FLIGHT);
-        let stats = Arc::new(Mutex::new(LinkStats::default()));
-        tokio::spawn(send_line(socket.clone(), out_rx));
-        tokio::spawn(receive_line(
-            socket.clone(),
-            Fate::new(conditions, seed ^ 0xD0_57),
-            in_tx,
-            stats.clone(),
-        ));
-        Ok(Arc::new(ConditionedSocket {
-            socket,
-            outgoing: out_tx,
-            delivered: Mutex::new(in_rx),
-            up: Mutex::new((Fate::new(conditions, seed), 0)),
-            stats,
-        }))
-    }
-
-    pub fn stats(&self) -> LinkStats {
-        self.stats.lock().map(|s| *s).unwrap_or_default()
-    }
-
-    /// A quinn client endpoint on this socket.
-    pub fn endpoint(self: &Arc<Self>) -> io::Result<quinn::Endpoint> {
-        quinn::Endpoint::new_with_abstract_socket(
-            quinn::EndpointConfig::default(),
-            None,
-            self.clone(),
-            Arc::new(quinn::TokioRuntime),
-        )
-    }
-}
-
-/// Sends each packet when it is due.
-async fn send_line(socket: Arc<UdpSocket>, mut rx: mpsc::Receiver<Packet>) {
-    let mut heap = BinaryHeap::new();
-    loop {
-        let next_due = heap.peek().map(|p: &Packet| p.due);
-        tokio::select! {
-            packet = rx.recv() => match packet {
-                Some(p) => heap.push(p),
-                None => return,
-            },
-            _ = async { sleep_until(next_due.unwrap_or_else(Instant::now)).await }, if next_due.is_some() => {
-                while heap.peek().is_some_and(|p| p.due <= Instant::now()) {
-                    if let Some(p) = heap.pop() {
-                        let _ = socket.send_to(&p.bytes, p.peer).await;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Reads packets off the socket and hands each to quinn when it is due (unless lost).
-async fn receive_line(
-    socket: Arc<UdpSocket>,
-    mut fate: Fate,
-    tx: mpsc::Sender<Packet>,
-    stats: Arc<Mutex<LinkStats>>,
-) {
-    let mut heap = BinaryHeap::new();
-    let mut buf = vec![0u8; MAX_PACKET];
-    let mut order = 0u64;
-    loop {
-        let next_due = heap.peek().map(|p: &Packet| p.due);
-        tokio::select! {
-            got = socket.recv_from(&mut buf) => {
-                let Ok((len, peer)) = got else { continue };
-                let delay = fate.draw();
-                if let Ok(mut s) = stats.lock() {
-                    s.received += 1;
-                    s.received_lost += u64::from(delay.is_none());
-                }
-                if let Some(delay) = delay {
-                    if heap.len() < IN_FLIGHT {
-                        order += 1;
-                        heap.push(Packet { due: Instant::now() + delay, order, peer, bytes: buf[..len].to_vec() });
-                    }
-                }
-            }
-            _ = async { sleep_until(next_due.unwrap_or_else(Instant::now)).await }, if next_due.is_some() => {
-                while heap.peek().is_some_and(|p| p.due <= Instant::now()) {
-                    if let Some(p) = heap.pop() {
-                        if tx.try_send(p).is_err() && tx.is_closed() {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[derive(Debug)]
-struct AlwaysWritable;
-
-impl UdpPoller for AlwaysWritable {
-    fn poll_writable(self: Pin<&mut Self>, _cx: &mut Context) -> Poll<io::Result<()>> {
-        // Sends only queue into the delay line, which drops rather than blocks.
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncUdpSocket for ConditionedSocket {
-    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        Box::pin(AlwaysWritable)
-    }
-
-    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        let Ok(mut up) = self.up.lock() else {
-            return Ok(());
-        };
-        let delay = up.0.draw();
-        if let Ok(mut s) = self.stats.lock() {
-            s.sent += 1;
-            s.sent_lost += u64::from(delay.is_none());
-        }
-        if let Some(delay) = delay {
-            up.1 += 1;
-            let packet = Packet {
-                due: Instant::now() + delay,
-                order: up.1,
-                peer: transmit.destination,
-                bytes: transmit.contents.to_vec(),
-            };
-            // A full delay line drops the packet, as a full router queue would.
-            let _ = self.outgoing.try_send(packet);
-        }
-        Ok(())
-    }
-
-    fn poll_recv(
-        &self,
-        cx: &mut Context,
-        bufs: &mut [IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-    ) -> Poll<io::Result<usize>> {
-        let Ok(mut rx) = self.delivered.lock() else {
-            return Poll::Ready(Err(io::Error::other("link conditioner poisoned")));
-        };
-        let mut n = 0;
-        while n < bufs.len().min(meta.len()) {
-            let packet = if n == 0 {
-                match rx.poll_recv(cx) {
-                    Poll::Ready(Some(p)) => p,
-                    Poll::Ready(None) => {
-                        return Poll::Ready(Err(io::Error::other("link conditioner stopped")))
-                    }
-                    Poll::Pending => return Poll::Pending,
-                }
-            } else {
-                match rx.try_recv() {
-                    Ok(p) => p,
-                    Err(_) => break,
-                }
-            };
-            let len = packet.bytes.len().min(bufs[n].len());
-            bufs[n][..len].copy_from_slice(&packet.bytes[..len]);
-            meta[n] = RecvMeta {
-                addr: packet.peer,
-                len,
-                stride: len,
-                ecn: None,
-                dst_ip: None,
-            };
-            n += 1;
-        }
-        Poll::Ready(Ok(n))
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
-    }
 }
 
 #[cfg(test)]

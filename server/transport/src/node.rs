@@ -68,6 +68,30 @@ impl Transmits {
         });
     }
 
+    /// Adds one datagram for `destination`.
+    pub fn push_raw(&mut self, destination: SocketAddr, bytes: &[u8]) {
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        self.list.push(Outgoing {
+            destination,
+            ecn: None,
+            segment_size: None,
+            src_ip: None,
+            bytes: at..self.bytes.len(),
+        });
+    }
+
+    /// Moves every transmit of `other` after these.
+    pub fn append(&mut self, other: &mut Transmits) {
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.list.extend(other.list.drain(..).map(|mut t| {
+            t.bytes = t.bytes.start + base..t.bytes.end + base;
+            t
+        }));
+        other.bytes.clear();
+    }
+
     pub fn len(&self) -> usize {
         self.list.len()
     }
