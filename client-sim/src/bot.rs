@@ -34,6 +34,10 @@ const MAX_STATS_KEPT: usize = 86_400;
 const VERDICT_GRACE: Duration = Duration::from_secs(1);
 /// How often a bot samples its connection's RTT estimate.
 const RTT_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// Ticks between two looks at where everyone is (a bot's "thinking" rate: 16 Hz at 64 Hz), as
+/// the newest states it holds: only its choice of whom to walk to or look at is that rough;
+/// its own movement is predicted every tick and its shots aim at what its screen shows.
+const THINK_EVERY: u32 = 4;
 
 /// What one bot saw.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -45,9 +49,11 @@ pub struct BotReport {
     pub player_id: Option<u16>,
     /// The match the server put the bot in.
     pub match_id: Option<u32>,
-    /// Statistics messages received, and the last one.
+    /// Statistics messages received, the last one, and the most players any of them counted in
+    /// the bot's match.
     pub stats_received: u64,
     pub last_stats: Option<StatsReport>,
+    pub stats_players_max: u16,
     /// The tick times (p50, p99, max, microseconds) of every statistics message received.
     #[serde(skip)]
     pub server_ticks_us: Vec<[u32; 3]>,
@@ -139,6 +145,28 @@ pub(crate) struct Ctx<'a> {
     pub cfg: &'a SimConfig,
     pub live: &'a Live,
     pub hitboxes: &'a Hitboxes,
+    pub tick_grid: &'a TickGrid,
+}
+
+/// When bots send their inputs: every bot ticks at the server's rate, in one of a few phases of
+/// a shared grid, so that a swarm wakes a few times a tick for all its bots rather than once
+/// for each (their inputs still reach the server spread over the tick).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TickGrid {
+    pub origin: Instant,
+    pub phases: u32,
+}
+
+impl TickGrid {
+    /// Bot `index`'s first tick at or after `now`, at `hz`.
+    fn next(&self, now: Instant, index: usize, hz: u16) -> Instant {
+        let dt = Duration::from_secs_f64(1.0 / f64::from(hz.max(1)));
+        let phase = dt
+            .mul_f64(f64::from(index as u32 % self.phases.max(1)) / f64::from(self.phases.max(1)));
+        let since = now.saturating_duration_since(self.origin + phase);
+        let ticks = (since.as_secs_f64() / dt.as_secs_f64()).ceil();
+        self.origin + phase + dt.mul_f64(ticks)
+    }
 }
 
 fn describe(e: &quinn_proto::ConnectionError) -> String {
@@ -286,6 +314,7 @@ impl Bot {
             ServerControl::Kill { .. } => {}
             ServerControl::Stats(stats) => {
                 report.stats_received += 1;
+                report.stats_players_max = report.stats_players_max.max(stats.players);
                 if report.server_ticks_us.len() < MAX_STATS_KEPT {
                     report.server_ticks_us.push([
                         stats.tick_p50_us,
@@ -321,7 +350,7 @@ impl Bot {
             epoch: now,
             end: now + ctx.cfg.duration,
             grace: None,
-            next_tick: now,
+            next_tick: ctx.tick_grid.next(now, self.index, tick_rate),
             next_rtt: now,
             clock: SnapshotClock::new(tick_rate),
             buffer: SnapshotBuffer::default(),
@@ -502,7 +531,9 @@ fn tick(
     };
     let me = play.welcome.player_id;
     let view = server_now - INTERP_DELAY_TICKS;
-    play.buffer.positions_at(view, &mut play.others);
+    if play.seq % THINK_EVERY == 0 {
+        play.buffer.newest_positions(&mut play.others);
+    }
     let mut cmd = play.script.next_input(&state, me, &play.others, &play.map);
     play.seq += 1;
     cmd.seq = play.seq;

@@ -254,9 +254,8 @@ pub async fn run(cfg: SimConfig) -> Result<Report, SimError> {
                     .map_err(|e| e.to_string());
                 let reports = runtime.and_then(|rt| {
                     rt.block_on(async {
-                        let swarm =
-                            Swarm::new(cfg, client, live, hitboxes, t, threads, started)
-                                .map_err(|e| format!("cannot bind: {e}"))?;
+                        let swarm = Swarm::new(cfg, client, live, hitboxes, t, threads, started)
+                            .map_err(|e| format!("cannot bind: {e}"))?;
                         Ok(swarm.run(stop).await)
                     })
                 });

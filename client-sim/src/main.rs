@@ -61,6 +61,10 @@ struct Args {
     /// Bots' aim error, degrees either way.
     #[arg(long, default_value_t = 0.8)]
     aim_error_deg: f32,
+    /// Threads the bots are shared among, each driving its bots from one loop [default: the
+    /// machine's cores].
+    #[arg(long)]
+    threads: Option<usize>,
     #[command(flatten)]
     link: client_sim::link::LinkArgs,
 }
@@ -82,6 +86,10 @@ async fn main() -> anyhow::Result<()> {
     cfg.progress = !args.quiet;
     cfg.fire = !args.no_fire;
     cfg.aim_error_deg = args.aim_error_deg;
+    if let Some(t) = args.threads {
+        anyhow::ensure!(t > 0, "--threads must be at least 1");
+        cfg.threads = t;
+    }
     cfg.link = args.link.conditions().map_err(anyhow::Error::msg)?;
     cfg.behaviours = Mix::parse(&args.behaviour, str::parse).map_err(anyhow::Error::msg)?;
     if let Some(mix) = &args.link_mix {

@@ -8,7 +8,7 @@
 //! directions, exactly as [`crate::link`] draws them, before the endpoint or the socket sees
 //! them; so what the bot's QUIC measures (RTT, loss) is what the link did.
 
-use crate::bot::{Bot, Ctx};
+use crate::bot::{Bot, Ctx, TickGrid};
 use crate::link::{Fate, LinkStats};
 use crate::{BotReport, Live, SimConfig};
 use bytes::BytesMut;
@@ -151,6 +151,7 @@ struct Member {
 /// The bots of one swarm and what drives them.
 pub(crate) struct Swarm {
     cfg: Arc<SimConfig>,
+    grid: TickGrid,
     client: quinn_proto::ClientConfig,
     live: Arc<Live>,
     hitboxes: Arc<Hitboxes>,
@@ -198,6 +199,11 @@ impl Swarm {
             .collect();
         Ok(Swarm {
             cfg,
+            // Four phases a tick: a swarm wakes four times a tick for its bots' inputs.
+            grid: TickGrid {
+                origin: started,
+                phases: 4,
+            },
             client,
             live,
             hitboxes,
@@ -395,12 +401,9 @@ impl Swarm {
             })
         });
         let mut node = Node::client(endpoint);
-        let fates = cfg.link_of(index).map(|c| {
-            (
-                Fate::new(c, seed),
-                Fate::new(c, seed ^ 0xd0_5eed),
-            )
-        });
+        let fates = cfg
+            .link_of(index)
+            .map(|c| (Fate::new(c, seed), Fate::new(c, seed ^ 0xd0_5eed)));
         let conn = if stopping {
             bot.fail_quietly("stopped before connecting".into());
             None
@@ -432,6 +435,7 @@ impl Swarm {
             cfg: &self.cfg,
             live: &self.live,
             hitboxes: &self.hitboxes,
+            tick_grid: &self.grid,
         };
         let m = &mut self.members[k];
         m.node.handle_timeouts(now);
@@ -488,5 +492,51 @@ impl Swarm {
                 self.wakes.push(Reverse((at, k)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_go_to_the_bot_their_connection_id_names() {
+        let mut cids = PrefixedCids {
+            prefix: 70_001,
+            rng: SmallRng::seed_from_u64(1),
+        };
+        let cid = cids.generate_cid();
+        assert_eq!(cid.len(), CID_LEN);
+        assert_ne!(cid, cids.generate_cid(), "random after the prefix");
+        // A short header: flags, then our connection ID.
+        let mut short = vec![0x41];
+        short.extend_from_slice(&cid);
+        short.extend_from_slice(&[0xaa; 30]);
+        assert_eq!(route(&short), Some(70_001));
+        // A long header (Initial, Handshake, Retry): flags, version, the ID's length, the ID.
+        let mut long = vec![0xc0, 0, 0, 0, 1, CID_LEN as u8];
+        long.extend_from_slice(&cid);
+        long.extend_from_slice(&[8, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(route(&long), Some(70_001));
+        // Anything shorter than an ID is nobody's.
+        assert_eq!(route(&[0x41, 1, 2]), None);
+        assert_eq!(route(&[0xc0, 0, 0, 0, 1, 20, 1]), None);
+        assert_eq!(route(&[]), None);
+    }
+
+    #[test]
+    fn delayed_packets_come_out_in_due_order() {
+        let mut line = DelayLine::default();
+        let t0 = Instant::now();
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for (ms, bot) in [(30u64, 0usize), (10, 1), (10, 2), (20, 3)] {
+            assert!(line.push(t0 + Duration::from_millis(ms), bot, peer, vec![bot as u8]));
+        }
+        assert_eq!(line.next_due(), Some(t0 + Duration::from_millis(10)));
+        let out: Vec<usize> = std::iter::from_fn(|| line.pop_due(t0 + Duration::from_millis(25)))
+            .map(|p| p.bot)
+            .collect();
+        assert_eq!(out, vec![1, 2, 3], "earliest first, ties in arrival order");
+        assert!(line.pop_due(t0 + Duration::from_millis(25)).is_none());
     }
 }

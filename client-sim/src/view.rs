@@ -116,6 +116,16 @@ impl SnapshotBuffer {
         Some((a, b, ua, ub))
     }
 
+    /// Every player's newest position.
+    pub fn newest_positions(&self, out: &mut Vec<(PlayerId, Vec3)>) {
+        out.clear();
+        out.extend(
+            self.received
+                .players()
+                .map(|(id, n)| (id, PlayerState::from_net(n).pos)),
+        );
+    }
+
     /// Positions of every player at `view` (unwrapped ticks, fractional), interpolated between
     /// the two processed snapshots around it; clamped to the oldest and newest held.
     pub fn positions_at(&self, view: f64, out: &mut Vec<(PlayerId, Vec3)>) {
@@ -134,16 +144,13 @@ impl SnapshotBuffer {
             },
         };
         let (ta, tb) = (Tick(ta as u32), Tick(tb as u32));
-        for (id, _) in self.received.players() {
-            let Some(b) = self.received.player_at(id, tb) else {
-                continue;
-            };
-            let p = match self.received.player_at(id, ta) {
+        self.received.each_between(ta, tb, |id, a, b| {
+            let p = match a {
                 Some(a) => pos(a).lerp(pos(b), t),
                 None => pos(b),
             };
             out.push((id, p));
-        }
+        });
     }
 }
 

@@ -207,10 +207,11 @@ impl Carried {
 
     /// The newest state carried at or before `tick`.
     fn at(&self, tick: Tick) -> Option<&NetPlayer> {
-        self.states
-            .iter()
-            .rev()
-            .find(|(t, _)| !t.is_after(tick))
+        // Ascending ticks: the first one after `tick`, and the one before it.
+        let after = self.states.partition_point(|(t, _)| !t.is_after(tick));
+        after
+            .checked_sub(1)
+            .and_then(|i| self.states.get(i))
             .map(|(_, s)| s)
     }
 }
@@ -278,7 +279,9 @@ impl Received {
                 states.pop_front();
             }
         }
-        self.players.retain(|c| !msg.removed.contains(&c.id));
+        if !msg.removed.is_empty() {
+            self.players.retain(|c| !msg.removed.contains(&c.id));
+        }
         if self.ticks.len() == TICKS_KEPT {
             self.ticks.pop_front();
         }
@@ -329,6 +332,21 @@ impl Received {
                 .iter()
                 .filter_map(|c| c.at(tick).map(|s| (c.id, *s))),
         );
+    }
+
+    /// Every player held, as shown at `a` and at `b` (`None` at `a` for a player first carried
+    /// after it; players first carried after `b` are left out), in one pass.
+    pub fn each_between(
+        &self,
+        a: Tick,
+        b: Tick,
+        mut f: impl FnMut(PlayerId, Option<&NetPlayer>, &NetPlayer),
+    ) {
+        for c in &self.players {
+            if let Some(at_b) = c.at(b) {
+                f(c.id, c.at(a), at_b);
+            }
+        }
     }
 
     /// One player as shown at `tick` (see [`Received::world_at`]).

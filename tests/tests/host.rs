@@ -49,7 +49,8 @@ async fn three_matches_run_at_once_and_each_records_a_verifiable_file() {
         // The periodic statistics message, about the bot's own match.
         let last = b.last_stats.as_ref().expect("a statistics message");
         assert_eq!(Some(last.match_id), b.match_id, "{}", b.name);
-        assert_eq!(last.players, 4, "{}", b.name);
+        // (The last message may come after match-mates who joined earlier left.)
+        assert_eq!(b.stats_players_max, 4, "{}", b.name);
         assert!(b.stats_received >= 2, "{}: {}", b.name, b.stats_received);
         assert!(last.server_matches >= 1 && last.tick.0 > 64, "{last:?}");
     }

@@ -41,8 +41,6 @@ use std::ops::Range;
 /// The fewest bytes a player takes in a snapshot (its id, its base and six fields of at least
 /// a byte).
 const MIN_ENTRY: usize = 8;
-/// Priority of the receiving player's own state: always first.
-const OWN_PRIORITY: f32 = 1e9;
 /// Distance at which a player's priority grows half as fast as one right next to the client,
 /// in grid units (1/256 m): 10 m.
 const HALF_PRIORITY: f32 = 10.0 * POS_SCALE;
@@ -60,6 +58,12 @@ pub const STATE_LOG: usize = 64;
 /// Rosters remembered (one per change of membership). Every client follows the roster each
 /// tick and the roster changes at most once a tick, so a client is at most one behind.
 const ROSTERS: usize = 8;
+/// Ticks between two reckonings of how fast each player gains priority for a client (distances
+/// and lines of sight change slowly; the square roots and divisions are most of the cost).
+const RATE_TICKS: u32 = 4;
+/// Candidates of a prioritised snapshot are those within this share of last tick's cut (the
+/// lowest priority that went out); when fewer than could fit are, all of them.
+const CUT_MARGIN: f32 = 0.85;
 /// Acknowledgements kept between two ticks per client (more are dropped, oldest first: a
 /// dropped one only means some players are sent again).
 const ACKS: usize = 16;
@@ -214,6 +218,13 @@ pub(crate) struct Replica {
     gone: Vec<PlayerId>,
     /// Acknowledgements received since the last snapshot.
     acks: Vec<Tick>,
+    /// The lowest priority that went out in its last prioritised snapshot.
+    cut: f32,
+    /// How fast each player gains priority (in roster `rates_roster`), worked out every
+    /// [`RATE_TICKS`] ticks; ticks left before the next time.
+    rates: Vec<f32>,
+    rates_roster: u64,
+    rates_left: u32,
     scratch: Vec<Known>,
     scratch_held: Vec<u32>,
     scratch_priority: Vec<f32>,
@@ -603,16 +614,8 @@ fn write(
     let prio = &mut replica.priority[..n];
     let (held, cv) = (&replica.held[..n], &versions.current[..n]);
     let known = &replica.players[..n];
-    // Who changed for this client.
-    ranked.clear();
-    for i in 0..n {
-        if held[i] == cv[i] {
-            prio[i] = 0.0;
-        } else {
-            ranked.push(i as u64);
-        }
-    }
-    let changed = ranked.len();
+    // How many changed for this client (a pass the compiler vectorizes).
+    let changed = held.iter().zip(cv).filter(|(h, c)| h != c).count();
     // What the snapshot costs before its players: head, last input, the players' count (at
     // most 3 bytes below 65536 entries), and the removals that fit.
     let fixed = snapshot::head_len(tick) + codec::varint_len(u64::from(p.last_input)) + 3;
@@ -630,15 +633,13 @@ fn write(
     picks.clear();
     let mut body = None;
     if fixed + changed * MIN_ENTRY <= p.budget {
-        picks.extend(ranked.iter().map(|&i| {
-            pick(
-                i as usize,
-                tick,
-                held[i as usize],
-                &known[i as usize],
-                versions,
-            )
-        }));
+        for i in 0..n {
+            if held[i] == cv[i] {
+                prio[i] = 0.0;
+            } else {
+                picks.push(pick(i, tick, held[i], &known[i], versions));
+            }
+        }
         let hash = Bodies::hash(picks);
         if let Some(range) = bodies.find(hash, picks) {
             if fixed + range.len() <= p.budget {
@@ -677,37 +678,63 @@ fn write(
             }
         }
         None => {
-            // Not everything fits: how urgent each player is, in one pass over flat arrays
-            // without a branch (so that it vectorizes): half as fast at 10 m, a third at 20 m,
-            // four times as fast in the line of sight. Nearer players are fresher, and even the
-            // farthest gains steadily, so it goes out within a bounded time. A player that did
-            // not change waits for nothing.
-            let (mx, mz) = (p.pos.x * POS_SCALE, p.pos.z * POS_SCALE);
-            let (fz, fx) = trig::sin_cos(p.yaw);
-            let (px, pz) = (&versions.x[..n], &versions.z[..n]);
-            for i in 0..n {
-                let (dx, dz) = (px[i] - mx, pz[i] - mz);
-                let d = (dx * dx + dz * dz).sqrt();
-                let in_sight = f32::from(u8::from(dx * fx + dz * fz > SIGHT_COS * d));
-                let unseen = f32::from(u8::from(held[i] == 0));
-                let gain = (1.0 + (SIGHT_GAIN - 1.0) * in_sight)
-                    * (1.0 + (UNSEEN_GAIN - 1.0) * unseen)
-                    * HALF_PRIORITY
-                    / (HALF_PRIORITY + d);
-                let moved = f32::from(u8::from(held[i] != cv[i]));
-                prio[i] = (prio[i] + gain) * moved;
+            // Not everything fits: how urgent each player is. Its rate of gain is worked out
+            // every few ticks in one pass over flat arrays without a branch (so that it
+            // vectorizes): half as fast at 10 m, a third at 20 m, four times as fast in the
+            // line of sight and for a newcomer. Nearer players are fresher, and even the
+            // farthest gains steadily, so it goes out within a bounded time. Every tick each
+            // player that changed gains its rate; one that did not waits for nothing.
+            let own = current
+                .players
+                .binary_search_by_key(&p.id, |(id, _)| *id)
+                .ok();
+            let roster = versions.generation;
+            if replica.rates_left == 0 || replica.rates_roster != roster || replica.rates.len() != n
+            {
+                let (mx, mz) = (p.pos.x * POS_SCALE, p.pos.z * POS_SCALE);
+                let (fz, fx) = trig::sin_cos(p.yaw);
+                let (px, pz) = (&versions.x[..n], &versions.z[..n]);
+                replica.rates.resize(n, 0.0);
+                for (i, rate) in replica.rates.iter_mut().enumerate() {
+                    let (dx, dz) = (px[i] - mx, pz[i] - mz);
+                    let d = (dx * dx + dz * dz).sqrt();
+                    let in_sight = f32::from(u8::from(dx * fx + dz * fz > SIGHT_COS * d));
+                    let unseen = f32::from(u8::from(held[i] == 0));
+                    *rate = (1.0 + (SIGHT_GAIN - 1.0) * in_sight)
+                        * (1.0 + (UNSEEN_GAIN - 1.0) * unseen)
+                        * HALF_PRIORITY
+                        / (HALF_PRIORITY + d);
+                }
+                replica.rates_left = RATE_TICKS;
+                replica.rates_roster = roster;
             }
-            // The receiving player itself goes first whenever it changed.
-            if let Ok(own) = current.players.binary_search_by_key(&p.id, |(id, _)| *id) {
-                if prio[own] > 0.0 {
-                    prio[own] = OWN_PRIORITY;
+            replica.rates_left -= 1;
+            // The receiver goes first, outside the ranking.
+            let first = own.filter(|i| held[*i] != cv[*i]);
+            let own = own.unwrap_or(usize::MAX);
+            // Everyone gains, and the candidates are taken in the same pass: only those near
+            // last tick's cut (all of them if too few are), at most as many as could ever fit.
+            let most = p.budget / MIN_ENTRY + 1;
+            let rates = &replica.rates[..n];
+            let floor = (replica.cut * CUT_MARGIN).max(f32::MIN_POSITIVE);
+            ranked.clear();
+            for i in 0..n {
+                let moved = f32::from(u8::from(held[i] != cv[i] && i != own));
+                let pr = (prio[i] + rates[i]) * moved;
+                prio[i] = pr;
+                if pr >= floor {
+                    ranked.push(u64::from(!pr.to_bits()) << 32 | i as u64);
                 }
             }
-            // The best candidates, at most as many as could ever fit, best first.
-            for key in ranked.iter_mut() {
-                *key |= u64::from(!prio[*key as usize].to_bits()) << 32;
+            if ranked.len() < most {
+                ranked.clear();
+                ranked.extend(
+                    prio.iter()
+                        .enumerate()
+                        .filter(|(_, pr)| **pr > 0.0)
+                        .map(|(i, pr)| u64::from(!pr.to_bits()) << 32 | i as u64),
+                );
             }
-            let most = p.budget / MIN_ENTRY + 1;
             if ranked.len() > most {
                 ranked.select_nth_unstable(most);
                 ranked.truncate(most);
@@ -715,17 +742,26 @@ fn write(
             ranked.sort_unstable();
             let mut used = fixed;
             picks.clear();
-            for &key in ranked.iter() {
+            let order = ranked.iter().map(|key| (key & 0xffff_ffff) as usize);
+            for i in first.into_iter().chain(order) {
                 if used + MIN_ENTRY > p.budget {
                     break;
                 }
-                let i = (key & 0xffff_ffff) as usize;
                 let pk = pick(i, tick, held[i], &known[i], versions);
                 let len = entries.of(pk, &current.players[i], versions).len();
                 if used + len <= p.budget {
                     used += len;
                     picks.push(pk);
                 }
+            }
+            // The next plan's estimate of the cut: the lowest priority that went out.
+            let cut = picks
+                .iter()
+                .filter(|pk| pk.i as usize != own)
+                .map(|pk| prio[pk.i as usize])
+                .fold(f32::INFINITY, f32::min);
+            if cut.is_finite() {
+                replica.cut = cut;
             }
             picks.sort_unstable_by_key(|pk| pk.i);
             partial = picks.len() < changed || removals < replica.gone.len();

@@ -455,3 +455,105 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{client_config, dev_identity, server_config, TransportSettings};
+    use rewind_shared::protocol::CloseCode;
+
+    /// Carries every packet of `from` to `to` (no socket: the two nodes talk directly).
+    fn deliver(from: &mut Transmits, to: &mut Node, from_addr: SocketAddr, back: &mut Transmits) {
+        let now = Instant::now();
+        for (_, bytes) in from.drain() {
+            to.handle(now, from_addr, None, None, BytesMut::from(&bytes[..]), back);
+        }
+    }
+
+    #[test]
+    fn two_nodes_connect_and_exchange_frames_and_datagrams_without_a_socket() {
+        let identity = dev_identity().unwrap();
+        let trusted = identity.chain.clone();
+        let settings = TransportSettings::default();
+        let mut server = Node::server(
+            proto::EndpointConfig::default(),
+            server_config(identity, &settings).unwrap(),
+            Admission::Accept,
+        );
+        let mut client = Node::client(proto::EndpointConfig::default());
+        let (client_addr, server_addr): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:40001".parse().unwrap(),
+            "127.0.0.1:40002".parse().unwrap(),
+        );
+        let config = client_config(&trusted, &settings).unwrap();
+        let key = client
+            .connect(Instant::now(), config, server_addr, "localhost")
+            .unwrap();
+        let (mut to_server, mut to_client) = (Transmits::default(), Transmits::default());
+        let mut server_key = None;
+        let mut got_frame = None;
+        let mut got_datagram = None;
+        for round in 0..50 {
+            let now = Instant::now();
+            client.flush(now, 1, &mut to_server);
+            while let Some(e) = client.poll_event() {
+                match e {
+                    Event::Connected(k) => {
+                        let c = client.conn(k).unwrap();
+                        c.open_stream().unwrap();
+                        c.send_frame(b"hello").unwrap();
+                    }
+                    Event::Readable(k) => {
+                        got_datagram = got_datagram.or(client.conn(k).unwrap().recv_datagram())
+                    }
+                    Event::Lost(_, e) => panic!("client lost the connection: {e}"),
+                }
+            }
+            client.flush(now, 1, &mut to_server);
+            deliver(&mut to_server, &mut server, client_addr, &mut to_client);
+            server.flush(now, 1, &mut to_client);
+            while let Some(e) = server.poll_event() {
+                match e {
+                    Event::Connected(k) => server_key = Some(k),
+                    Event::Readable(k) => {
+                        let c = server.conn(k).unwrap();
+                        if let Some(frame) = c.next_frame() {
+                            got_frame = Some(frame.unwrap());
+                            c.send_datagram(bytes::Bytes::from_static(b"snapshot"))
+                                .unwrap();
+                        }
+                    }
+                    Event::Lost(_, e) => panic!("server lost the connection: {e}"),
+                }
+            }
+            server.flush(now, 1, &mut to_client);
+            let mut none = Transmits::default();
+            deliver(&mut to_client, &mut client, server_addr, &mut none);
+            if got_datagram.is_some() {
+                assert!(round < 20, "took {round} rounds");
+                break;
+            }
+        }
+        assert_eq!(got_frame.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(got_datagram.as_deref(), Some(&b"snapshot"[..]));
+        assert!(server_key.is_some());
+        assert_eq!((client.connections(), server.connections()), (1, 1));
+        // A close with a Rewind code reaches the peer as that code and reason.
+        let sk = server_key.unwrap();
+        server
+            .conn(sk)
+            .unwrap()
+            .close(Instant::now(), CloseCode::MatchOver, "the match is over");
+        server.flush(Instant::now(), 1, &mut to_client);
+        let mut none = Transmits::default();
+        deliver(&mut to_client, &mut client, server_addr, &mut none);
+        client.flush(Instant::now(), 1, &mut none);
+        let lost = std::iter::from_fn(|| client.poll_event()).find_map(|e| match e {
+            Event::Lost(k, why) if k == key => Some(why),
+            _ => None,
+        });
+        let (code, reason) = crate::close_reason(&lost.expect("the client heard of the close"));
+        assert_eq!(code, Some(CloseCode::MatchOver));
+        assert_eq!(reason, "the match is over");
+    }
+}
