@@ -343,6 +343,8 @@ impl Bot {
         let gunner = (ctx.cfg.fire && behaviour.fires())
             .then(|| Gunner::new(self.seed ^ 0x5107, ctx.cfg.aim_error_deg));
         let tick_rate = welcome.tick_rate_hz;
+        // It sends an input every tick: its acknowledgements ride on them.
+        conn.set_quiet(true);
         self.phase = Phase::Playing(Box::new(Play {
             welcome,
             map,

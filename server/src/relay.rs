@@ -401,9 +401,15 @@ impl Relay {
         match answer {
             JoinAnswer::Joined { session, welcome } => {
                 peer.span.record("player", welcome.player_id.0);
-                let _enter = peer.span.enter();
-                info!(name = %peer.name, "player joined");
+                {
+                    let _enter = peer.span.enter();
+                    info!(name = %peer.name, "player joined");
+                }
                 peer.stage = Stage::Playing { seat, session };
+                // Its match writes to it every tick: acknowledgements ride on the snapshots.
+                if let Some(conn) = self.node.conn(key) {
+                    conn.set_quiet(true);
+                }
             }
             JoinAnswer::Ended if attempts > 1 => {
                 drop(seat);

@@ -42,6 +42,10 @@ pub struct Conn {
     unsent_at: usize,
     pub(crate) connected: bool,
     pub(crate) lost: Option<proto::ConnectionError>,
+    /// Transmit only when the application sends something or a timer fires (see
+    /// [`Conn::set_quiet`]); `nudged` says one did since the last flush.
+    pub(crate) quiet: bool,
+    pub(crate) nudged: bool,
 }
 
 impl std::fmt::Debug for Conn {
@@ -66,7 +70,21 @@ impl Conn {
             unsent_at: 0,
             connected: false,
             lost: None,
+            quiet: false,
+            nudged: false,
         }
+    }
+
+    /// A quiet connection sends packets only when the application gives it something to send
+    /// (a datagram, a frame, a close) or one of its timers fires, not on every packet it
+    /// receives: the acknowledgements of what arrived between two sends ride on the next one.
+    /// For a connection the application writes to every tick, that is one packet a tick
+    /// instead of one more for each acknowledgement QUIC would otherwise send at once. (QUIC's
+    /// acknowledgement timer still bounds the wait, and the delay is reported in the
+    /// acknowledgement, so the peer's RTT estimate is not skewed.)
+    pub fn set_quiet(&mut self, quiet: bool) {
+        self.quiet = quiet;
+        self.nudged = true;
     }
 
     /// The peer's address.
@@ -140,6 +158,7 @@ impl Conn {
         frame.put_slice(body);
         self.unsent.push_back(frame.freeze());
         self.write();
+        self.nudged = true;
         Ok(())
     }
 
@@ -150,6 +169,7 @@ impl Conn {
 
     /// Finishes the control stream after the frames queued.
     pub fn finish(&mut self) {
+        self.nudged = true;
         self.write();
         if let (Some(id), true) = (self.stream, self.unsent.is_empty()) {
             let _ = self.inner.send_stream(id).finish();
@@ -246,6 +266,7 @@ impl Conn {
     /// Sends a datagram; when QUIC's datagram buffer is full the oldest queued one is dropped
     /// (stale state is worth nothing). An error means the peer takes no datagram this size.
     pub fn send_datagram(&mut self, data: Bytes) -> Result<(), proto::SendDatagramError> {
+        self.nudged = true;
         self.inner.datagrams().send(data, true)
     }
 
@@ -256,6 +277,7 @@ impl Conn {
 
     /// Closes with a Rewind close code and a readable reason.
     pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) {
+        self.nudged = true;
         self.inner.close(
             now,
             VarInt::from_u32(code as u32),

@@ -354,6 +354,7 @@ impl Node {
             slot.deadline = None;
             if let Some(c) = slot.conn.as_mut() {
                 c.inner.handle_timeout(now);
+                c.nudged = true;
                 self.mark(i);
             }
         }
@@ -428,12 +429,15 @@ impl Node {
             self.events.push_back(Event::Readable(key));
         }
         c.write();
-        // Packets.
-        loop {
-            self.buf.clear();
-            match c.inner.poll_transmit(now, segments.max(1), &mut self.buf) {
-                Some(t) => out.push(&t, &self.buf),
-                None => break,
+        // Packets (a quiet connection's wait for something to send; see `Conn::set_quiet`).
+        if !c.quiet || c.nudged || !c.connected || c.inner.is_closed() {
+            c.nudged = false;
+            loop {
+                self.buf.clear();
+                match c.inner.poll_transmit(now, segments.max(1), &mut self.buf) {
+                    Some(t) => out.push(&t, &self.buf),
+                    None => break,
+                }
             }
         }
         // Its next timer (the heap keeps stale entries; they are skipped when they come up).
