@@ -34,6 +34,9 @@ const MAX_STATS_KEPT: usize = 86_400;
 const VERDICT_GRACE: Duration = Duration::from_secs(1);
 /// How often a bot samples its connection's RTT estimate.
 const RTT_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// How long before a shot a bot looks at its target, seconds: as a player tracks what it is
+/// about to shoot (and as the server then keeps that target freshest).
+const TRACK_BEFORE_SHOT: f64 = 0.25;
 /// Ticks between two looks at where everyone is (a bot's "thinking" rate: 16 Hz at 64 Hz), as
 /// the newest states it holds: only its choice of whom to walk to or look at is that rough;
 /// its own movement is predicted every tick and its shots aim at what its screen shows.
@@ -125,6 +128,8 @@ struct Play {
     unseen: BTreeMap<PlayerId, f64>,
     recent: VecDeque<InputCmd>,
     others: Vec<(PlayerId, glam::Vec3)>,
+    /// Where the screen shows everyone (before a shot).
+    shown: Vec<(PlayerId, glam::Vec3)>,
     seq: u32,
     last_pos: Option<PlayerState>,
     /// UDP bytes up and down at the welcome.
@@ -363,6 +368,7 @@ impl Bot {
             unseen: BTreeMap::new(),
             recent: VecDeque::with_capacity(INPUT_REDUNDANCY),
             others: Vec::new(),
+            shown: Vec::new(),
             seq: 0,
             last_pos: None,
             // From the welcome on: the handshake and its certificate are not play.
@@ -537,6 +543,26 @@ fn tick(
         play.buffer.newest_positions(&mut play.others);
     }
     let mut cmd = play.script.next_input(&state, me, &play.others, &play.map);
+    // About to fire: look at the target, the nearest player where the screen shows it.
+    if play
+        .gunner
+        .as_ref()
+        .is_some_and(|g| play.grace.is_none() && g.about_to_fire(local, TRACK_BEFORE_SHOT))
+    {
+        let eye = glam::Vec3::Y * 1.6;
+        play.buffer.positions_at(view, &mut play.shown);
+        if let Some((_, target)) = play
+            .shown
+            .iter()
+            .filter(|(id, _)| *id != me)
+            .min_by(|a, b| {
+                a.1.distance_squared(state.pos)
+                    .total_cmp(&b.1.distance_squared(state.pos))
+            })
+        {
+            (cmd.yaw, cmd.pitch) = sim::aim(state.pos + eye, *target + eye);
+        }
+    }
     play.seq += 1;
     cmd.seq = play.seq;
     if let Some(g) = play.gunner.as_mut().filter(|_| play.grace.is_none()) {

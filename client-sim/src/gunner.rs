@@ -135,6 +135,12 @@ impl Gunner {
     }
 
     /// Compares the server's verdict with the bot's own.
+    /// Whether the next shot is due within `lead` seconds of `local` (a player turns to its
+    /// target before it pulls the trigger).
+    pub fn about_to_fire(&self, local: f64, lead: f64) -> bool {
+        local + lead >= self.next_shot
+    }
+
     /// Shots fired whose verdict has not come back yet.
     pub fn awaiting(&self) -> usize {
         self.pending.len()

@@ -49,6 +49,13 @@ const HALF_PRIORITY: f32 = 10.0 * POS_SCALE;
 /// what it needs freshest.
 const SIGHT_COS: f32 = 0.94;
 const SIGHT_GAIN: f32 = 4.0;
+/// The players a client aims at go right after itself, every tick they change, so that its
+/// screen shows them exactly as the server will judge them: at most [`FOCUS`] of them, within
+/// [`FOCUS_RANGE`] grid units (50 m) and this cosine of its facing (about 10 degrees either
+/// side), nearest first.
+const FOCUS: usize = 3;
+const FOCUS_RANGE: f32 = 50.0 * POS_SCALE;
+const FOCUS_COS: f32 = 0.985;
 /// A player the client holds nothing of (it just joined, or the client did) gains priority this
 /// many times as fast: a newcomer is seen soon by everyone.
 const UNSEEN_GAIN: f32 = 4.0;
@@ -225,6 +232,9 @@ pub(crate) struct Replica {
     rates: Vec<f32>,
     rates_roster: u64,
     rates_left: u32,
+    /// The nearest players in its crosshair (squared distance, index in the roster), worked
+    /// out with the rates: they go right after the client itself.
+    focus: Vec<(f32, u32)>,
     scratch: Vec<Known>,
     scratch_held: Vec<u32>,
     scratch_priority: Vec<f32>,
@@ -695,6 +705,7 @@ fn write(
                 let (fz, fx) = trig::sin_cos(p.yaw);
                 let (px, pz) = (&versions.x[..n], &versions.z[..n]);
                 replica.rates.resize(n, 0.0);
+                replica.focus.clear();
                 for (i, rate) in replica.rates.iter_mut().enumerate() {
                     let (dx, dz) = (px[i] - mx, pz[i] - mz);
                     let d = (dx * dx + dz * dz).sqrt();
@@ -705,6 +716,22 @@ fn write(
                         * HALF_PRIORITY
                         / (HALF_PRIORITY + d);
                 }
+                // The few nearest in the crosshair (not the client itself): sent every tick
+                // they change, whatever the crowd around.
+                for i in 0..n {
+                    let (dx, dz) = (px[i] - mx, pz[i] - mz);
+                    let d2 = dx * dx + dz * dz;
+                    let ahead = dx * fx + dz * fz;
+                    if Some(i) != own
+                        && d2 < FOCUS_RANGE * FOCUS_RANGE
+                        && ahead > 0.0
+                        && ahead * ahead > FOCUS_COS * FOCUS_COS * d2
+                    {
+                        replica.focus.push((d2, i as u32));
+                    }
+                }
+                replica.focus.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+                replica.focus.truncate(FOCUS);
                 replica.rates_left = RATE_TICKS;
                 replica.rates_roster = roster;
             }
@@ -742,10 +769,15 @@ fn write(
             ranked.sort_unstable();
             let mut used = fixed;
             picks.clear();
+            let focus = replica.focus.iter().map(|(_, i)| *i as usize);
+            let focus = focus.filter(|i| *i < n && held[*i] != cv[*i]);
             let order = ranked.iter().map(|key| (key & 0xffff_ffff) as usize);
-            for i in first.into_iter().chain(order) {
+            for i in first.into_iter().chain(focus).chain(order) {
                 if used + MIN_ENTRY > p.budget {
                     break;
+                }
+                if picks.iter().any(|pk| pk.i as usize == i) {
+                    continue;
                 }
                 let pk = pick(i, tick, held[i], &known[i], versions);
                 let len = entries.of(pk, &current.players[i], versions).len();
