@@ -52,8 +52,8 @@ const SIGHT_GAIN: f32 = 4.0;
 /// The players a client aims at go right after itself, every tick they change, so that its
 /// screen shows them exactly as the server will judge them: at most [`FOCUS`] of them, within
 /// [`FOCUS_RANGE`] grid units (50 m) and this cosine of its facing (about 10 degrees either
-/// side), nearest first.
-const FOCUS: usize = 3;
+/// side), nearest first, in at most a quarter of what the budget leaves.
+const FOCUS: usize = 2;
 const FOCUS_RANGE: f32 = 50.0 * POS_SCALE;
 const FOCUS_COS: f32 = 0.985;
 /// A player the client holds nothing of (it just joined, or the client did) gains priority this
@@ -769,10 +769,16 @@ fn write(
             ranked.sort_unstable();
             let mut used = fixed;
             picks.clear();
-            let focus = replica.focus.iter().map(|(_, i)| *i as usize);
-            let focus = focus.filter(|i| *i < n && held[*i] != cv[*i]);
-            let order = ranked.iter().map(|key| (key & 0xffff_ffff) as usize);
-            for i in first.into_iter().chain(focus).chain(order) {
+            // The crosshair takes at most a quarter of what the budget leaves: the rest goes by
+            // priority, so that every player still goes out within a bounded time.
+            let focus_budget = fixed + (p.budget.saturating_sub(fixed)) / 4;
+            let focus = replica.focus.iter().map(|(_, i)| (*i as usize, true));
+            let focus = focus.filter(|(i, _)| *i < n && held[*i] != cv[*i]);
+            let order = ranked
+                .iter()
+                .map(|key| ((key & 0xffff_ffff) as usize, false));
+            let first = first.map(|i| (i, false));
+            for (i, focused) in first.into_iter().chain(focus).chain(order) {
                 if used + MIN_ENTRY > p.budget {
                     break;
                 }
@@ -781,7 +787,8 @@ fn write(
                 }
                 let pk = pick(i, tick, held[i], &known[i], versions);
                 let len = entries.of(pk, &current.players[i], versions).len();
-                if used + len <= p.budget {
+                let room = if focused { focus_budget } else { p.budget };
+                if used + len <= room {
                     used += len;
                     picks.push(pk);
                 }
