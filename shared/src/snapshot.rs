@@ -18,8 +18,9 @@ use std::collections::VecDeque;
 /// can make a client keep).
 pub const MAX_PLAYERS: usize = 1024;
 
-/// Ticks a client keeps the states snapshots carried. A carried player may be a difference from
-/// any of them, or from the newest state the client holds of that player, however old.
+/// Ticks a client keeps the states snapshots carried (counted from the last snapshot that
+/// carried each). A carried player may be a difference from any of them, or from the newest
+/// state the client holds of that player, however old.
 pub const STATE_HORIZON: u32 = 64;
 
 /// Snapshot ticks a client remembers processing, for interpolation (half a second at 64 Hz).
@@ -191,28 +192,35 @@ pub struct Received {
     staged: Vec<(PlayerId, NetPlayer)>,
 }
 
-/// One player's states, with the tick of the snapshot that carried each, oldest first; never
-/// empty.
+/// One player's states, oldest first, each with the ticks of the first and the last snapshot
+/// that carried it (a state carried again unchanged extends its entry); never empty.
 #[derive(Debug)]
 struct Carried {
     id: PlayerId,
-    states: VecDeque<(Tick, NetPlayer)>,
+    states: VecDeque<Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    first: Tick,
+    last: Tick,
+    state: NetPlayer,
 }
 
 impl Carried {
     fn newest(&self) -> &NetPlayer {
         // Invariant: a player is held only with at least one state.
-        &self.states.back().expect("a held player has a state").1
+        &self.states.back().expect("a held player has a state").state
     }
 
-    /// The newest state carried at or before `tick`.
+    /// The newest state first carried at or before `tick`.
     fn at(&self, tick: Tick) -> Option<&NetPlayer> {
-        // Ascending ticks: the first one after `tick`, and the one before it.
-        let after = self.states.partition_point(|(t, _)| !t.is_after(tick));
+        // Ascending ticks: the first entry after `tick`, and the one before it.
+        let after = self.states.partition_point(|e| !e.first.is_after(tick));
         after
             .checked_sub(1)
             .and_then(|i| self.states.get(i))
-            .map(|(_, s)| s)
+            .map(|e| &e.state)
     }
 }
 
@@ -241,9 +249,16 @@ impl Received {
                 undelta(d, None)
             } else {
                 let base = msg.tick.minus(d.base);
+                // The state the snapshot `base` carried: the newest first carried at or before
+                // it, if it was still being carried then.
                 let old = held
-                    .and_then(|c| c.states.iter().rev().find(|(t, _)| *t == base))
-                    .map(|(_, s)| s)
+                    .and_then(|c| {
+                        c.states
+                            .iter()
+                            .rev()
+                            .find(|e| !e.first.is_after(base) && !e.last.is_before(base))
+                    })
+                    .map(|e| &e.state)
                     .ok_or(SnapshotError::MissingBase {
                         tick: msg.tick,
                         player: d.id,
@@ -256,8 +271,9 @@ impl Received {
         if self.players.len() + newcomers > MAX_PLAYERS {
             return Err(SnapshotError::TooManyPlayers);
         }
-        // Stored: each carried state goes after the player's others; states older than the
-        // horizon go, but never a player's newest.
+        // Stored: each carried state goes after the player's others (or extends the newest, if
+        // it is the same); states last carried before the horizon go, but never a player's
+        // newest.
         let oldest = msg.tick.minus(STATE_HORIZON);
         for (id, state) in self.staged.drain(..) {
             let at = match self.players.binary_search_by_key(&id, |c| c.id) {
@@ -274,8 +290,15 @@ impl Received {
                 }
             };
             let states = &mut self.players[at].states;
-            states.push_back((msg.tick, state));
-            while states.len() > 1 && states.front().is_some_and(|(t, _)| t.is_before(oldest)) {
+            match states.back_mut() {
+                Some(newest) if newest.state == state => newest.last = msg.tick,
+                _ => states.push_back(Entry {
+                    first: msg.tick,
+                    last: msg.tick,
+                    state,
+                }),
+            }
+            while states.len() > 1 && states.front().is_some_and(|e| e.last.is_before(oldest)) {
                 states.pop_front();
             }
         }
@@ -513,6 +536,40 @@ mod tests {
             Err(SnapshotError::MissingBase { .. })
         ));
         assert_eq!(r.ticks().len(), TICKS_KEPT);
+    }
+
+    #[test]
+    fn a_state_carried_again_unchanged_stays_a_base_as_long_as_it_is_carried() {
+        let mut r = Received::default();
+        let still = player(1, 0);
+        r.apply(&msg(10, vec![delta(PlayerId(1), &still, None)], vec![]))
+            .unwrap();
+        // Carried again, unchanged, at 60 and 100 (say, re-sent before an acknowledgement).
+        for t in [60, 100] {
+            let d = delta(PlayerId(1), &still, Some((&still, t - 10)));
+            r.apply(&msg(t, vec![d], vec![])).unwrap();
+        }
+        // Player 2 moves on every tick, so player 1's entry is not the newest state held.
+        r.apply(&msg(
+            101,
+            vec![delta(PlayerId(2), &player(2, 0), None)],
+            vec![],
+        ))
+        .unwrap();
+        for t in 102..150u32 {
+            let d = delta(
+                PlayerId(2),
+                &player(2, t as i32),
+                Some((&player(2, t as i32 - 1), 1)),
+            );
+            r.apply(&msg(t, vec![d], vec![])).unwrap();
+        }
+        // The state carried at 60 (first carried at 10) is still a base at 150: it was last
+        // carried at 100, within the horizon.
+        let moved = player(1, 150);
+        let d = delta(PlayerId(1), &moved, Some((&still, 90)));
+        assert_eq!(r.apply(&msg(150, vec![d], vec![])), Ok(true));
+        assert_eq!(r.state(PlayerId(1)), Some(&moved));
     }
 
     #[test]

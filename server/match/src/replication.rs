@@ -245,8 +245,9 @@ pub(crate) struct Replica {
 struct Known {
     /// The tick of the acknowledged snapshot that carried the version held.
     at: Tick,
-    /// The tick of the newest snapshot that carried the player, acknowledged or not.
-    sent: Option<Tick>,
+    /// The version the newest snapshot that carried the player carried, acknowledged or not
+    /// (0: never sent).
+    sent: u32,
 }
 
 #[derive(Debug, Default)]
@@ -291,7 +292,7 @@ impl Replica {
         match versions.roster(self.roster) {
             Some(then) if then.len() == players.len() => {
                 realign(then, players, now, Known::default(), scratch, |id, k| {
-                    if k.sent.is_some() {
+                    if k.sent != 0 {
                         gone.push(id);
                     }
                 });
@@ -379,7 +380,7 @@ impl Replica {
         self.sent.push_back(s);
         for pk in carried {
             self.priority[pk.i as usize] = 0.0;
-            self.players[pk.i as usize].sent = Some(tick);
+            self.players[pk.i as usize].sent = cv[pk.i as usize];
         }
     }
 }
@@ -577,14 +578,15 @@ struct Written {
 }
 
 /// How player `i` goes to a client that holds version `held` of it (`known` says more): built
-/// on the newest state the client is known to hold, if it still keeps it (within its horizon,
-/// or its newest of that player) and the server still knows it; else whole.
+/// on the newest state the client is known to hold, if it still keeps it (carried within its
+/// horizon, or its newest of that player: nothing else was sent since) and the server still
+/// knows it; else whole.
 #[inline(always)]
 fn pick(i: usize, tick: Tick, held: u32, known: &Known, versions: &Versions) -> Pick {
     let age = tick.since(known.at).max(0) as u32;
     let usable = held != 0
         && age > 0
-        && (age <= STATE_HORIZON || known.sent == Some(known.at))
+        && (age <= STATE_HORIZON || known.sent == held)
         && versions.kept(i, held);
     let (version, base) = if usable { (held, age) } else { (0, 0) };
     Pick {
