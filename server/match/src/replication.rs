@@ -663,6 +663,9 @@ fn write(
                 len += entries
                     .of(*pk, &current.players[pk.i as usize], versions)
                     .len();
+                if fixed + len > p.budget {
+                    break;
+                }
             }
             if fixed + len <= p.budget {
                 body = Some((0..0, Some(hash)));
