@@ -17,8 +17,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Datagrams and frames the outbox holds at most between two takes (a network thread that far
-/// behind drops the newest and counts them: the matches never wait for it).
+/// Snapshots the outbox holds at most between two takes (a network thread that far behind
+/// drops the newest and counts them: the matches never wait for it).
 const OUTBOX_BOUND: usize = 1 << 18;
 
 /// A match's answer to a join.
@@ -43,7 +43,7 @@ pub(crate) struct Handover {
     pub frames: Vec<(ConnKey, Bytes)>,
     pub datagrams: Vec<(ConnKey, Bytes)>,
     pub closes: Vec<(ConnKey, CloseCode, String)>,
-    /// Datagrams and frames dropped because the outbox was full.
+    /// Snapshots dropped because the outbox was full.
     pub overflowed: u64,
 }
 
@@ -69,16 +69,12 @@ impl Outbox {
         {
             // Nothing panics while holding the lock; a poisoned outbox is still consistent.
             let mut h = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            let before = h.datagrams.len() + h.frames.len();
             fill(&mut h);
-            let after = h.datagrams.len() + h.frames.len();
-            if after > OUTBOX_BOUND {
-                // Only what this hand-over added goes: earlier frames keep their order.
-                let extra = (after - OUTBOX_BOUND).min(after - before);
-                let keep = h.datagrams.len().saturating_sub(extra);
-                let cut = h.datagrams.len() - keep;
-                h.datagrams.truncate(keep);
-                h.overflowed += cut as u64;
+            if h.datagrams.len() > OUTBOX_BOUND {
+                // The newest snapshots go (frames are never dropped: they are reliable, and
+                // each connection's are bounded by `control_queue` where they are sent).
+                h.overflowed += (h.datagrams.len() - OUTBOX_BOUND) as u64;
+                h.datagrams.truncate(OUTBOX_BOUND);
             }
             if h.is_empty() {
                 return;

@@ -176,7 +176,7 @@ impl Relay {
         self.node.handle_timeouts(now);
         self.flush_node(now);
         self.events(now);
-        self.take_handover(now);
+        self.take_handover();
         self.expire_handshakes(now);
         self.retry_queued();
         self.flush(now);
@@ -205,7 +205,7 @@ impl Relay {
             any = true;
             match event {
                 Event::Connected(key) => self.connected(key, now),
-                Event::Readable(key) => self.readable(key, now),
+                Event::Readable(key) => self.readable(key),
                 Event::Lost(key, reason) => self.lost(key, &reason),
             }
         }
@@ -231,7 +231,7 @@ impl Relay {
         );
     }
 
-    fn readable(&mut self, key: ConnKey, now: Instant) {
+    fn readable(&mut self, key: ConnKey) {
         // Control frames first: the hello may make the connection a player.
         loop {
             let Some(conn) = self.node.conn(key) else {
@@ -255,7 +255,7 @@ impl Relay {
                 return;
             };
             match peer.stage {
-                Stage::Hello => self.hello(key, &frame, now),
+                Stage::Hello => self.hello(key, &frame),
                 Stage::Joining { .. } | Stage::Playing { .. } => {
                     match codec::decode::<ClientControl>(&frame) {
                         Ok(ClientControl::Leave) => self.goodbye(key),
@@ -301,7 +301,7 @@ impl Relay {
     }
 
     /// The first frame: the hello. Checked, then the player is seated and its join sent.
-    fn hello(&mut self, key: ConnKey, frame: &[u8], _now: Instant) {
+    fn hello(&mut self, key: ConnKey, frame: &[u8]) {
         // The version leads the hello in every protocol version: check it before the rest.
         let version = match codec::decode_prefix::<u16>(frame) {
             Ok((v, _)) => v,
@@ -431,7 +431,7 @@ impl Relay {
     }
 
     /// Takes what the matches handed over and sends it.
-    fn take_handover(&mut self, now: Instant) {
+    fn take_handover(&mut self) {
         let mut h = std::mem::take(&mut self.handover);
         self.host.outbox().take(&mut h);
         for (key, answer) in h.joins.drain(..) {
@@ -484,7 +484,6 @@ impl Relay {
             self.refuse(key, CloseCode::TooSlow, "reliable message queue overflowed");
         }
         self.handover = h;
-        let _ = now;
     }
 
     /// Closes connections that did not say hello in time.
