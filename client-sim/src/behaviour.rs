@@ -11,7 +11,7 @@ use rewind_shared::protocol::{buttons, InputCmd, PlayerId};
 use rewind_shared::sim::{self, aim, PlayerState, STAND_HEIGHT};
 
 /// Eye height used to aim, metres above the feet.
-const EYE: f32 = STAND_HEIGHT - 0.1;
+pub(crate) const EYE: f32 = STAND_HEIGHT - 0.1;
 
 /// How a bot plays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -120,7 +120,7 @@ impl Script {
 }
 
 /// Where the nearest other player is.
-fn nearest(pos: Vec3, my_id: PlayerId, others: &[(PlayerId, Vec3)]) -> Option<Vec3> {
+pub(crate) fn nearest(pos: Vec3, my_id: PlayerId, others: &[(PlayerId, Vec3)]) -> Option<Vec3> {
     others
         .iter()
         .filter(|(id, _)| *id != my_id)

@@ -4,7 +4,7 @@
 //! [`Bot::on_connected`], [`Bot::on_readable`] and [`Bot::on_timer`], and sending what they
 //! write.
 
-use crate::behaviour::Script;
+use crate::behaviour::{self, Script};
 use crate::gunner::{Gunner, ShotStats};
 use crate::link::LinkStats;
 use crate::view::{Predictor, SnapshotBuffer, SnapshotClock};
@@ -549,18 +549,10 @@ fn tick(
         .as_ref()
         .is_some_and(|g| play.grace.is_none() && g.about_to_fire(local, TRACK_BEFORE_SHOT))
     {
-        let eye = glam::Vec3::Y * 1.6;
         play.buffer.positions_at(view, &mut play.shown);
-        if let Some((_, target)) = play
-            .shown
-            .iter()
-            .filter(|(id, _)| *id != me)
-            .min_by(|a, b| {
-                a.1.distance_squared(state.pos)
-                    .total_cmp(&b.1.distance_squared(state.pos))
-            })
-        {
-            (cmd.yaw, cmd.pitch) = sim::aim(state.pos + eye, *target + eye);
+        if let Some(target) = behaviour::nearest(state.pos, me, &play.shown) {
+            let eye = glam::Vec3::Y * behaviour::EYE;
+            (cmd.yaw, cmd.pitch) = sim::aim(state.pos + eye, target + eye);
         }
     }
     play.seq += 1;
