@@ -16,7 +16,8 @@
 //! Synchronization"): every player that changed since the state the client holds gains
 //! priority each tick, more the nearer it is to the client, four times as much within the
 //! client's line of sight, where it may be shot at, and four times as much while the client
-//! holds nothing of it (a newcomer); the client itself always goes first. The
+//! holds nothing of it (a newcomer). The client itself always goes first, then the
+//! [`FOCUS`] nearest players in its crosshair, within a quarter of the budget; the rest of the
 //! snapshot carries the highest priorities that fit the client's budget, whose priority starts
 //! again from zero. A player left out one tick gains on the others until it goes out: every
 //! player is eventually seen by every client, the nearer and the aimed-at more often. Without a
@@ -400,8 +401,7 @@ struct Client {
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     versions: Versions,
-    /// The players that changed for a client, as indices in the roster, or, when they do not
-    /// all fit, as sort keys: the priority's bits inverted (highest first), then the index.
+    /// The candidates to a client when not every change fits, as sort keys ([`rank_key`]).
     ranked: Vec<u64>,
     /// The players going to a client, ascending index.
     picks: Vec<Pick>,
@@ -596,6 +596,20 @@ fn pick(i: usize, tick: Tick, held: u32, known: &Known, versions: &Versions) -> 
     }
 }
 
+/// The body of a snapshot that carries every change: a copy of the bytes an earlier client
+/// with the same picks got (a range of this tick's wire), or written now and kept under the
+/// picks' hash for the next.
+enum Body {
+    Copy(Range<usize>),
+    Fresh(u64),
+}
+
+/// A candidate's sort key: the priority's bits inverted (highest priority first; priorities
+/// are positive, so their bits order as they do), then its index in the roster.
+fn rank_key(i: usize, priority: f32) -> u64 {
+    u64::from(!priority.to_bits()) << 32 | i as u64
+}
+
 /// Writes `p`'s snapshot into `s.wire`: the removals it may still hold and the changed players
 /// of highest priority that fit its budget. `None` if not even an empty snapshot fits.
 fn write(
@@ -655,7 +669,7 @@ fn write(
         let hash = Bodies::hash(picks);
         if let Some(range) = bodies.find(hash, picks) {
             if fixed + range.len() <= p.budget {
-                body = Some((range, None));
+                body = Some(Body::Copy(range));
             }
         } else {
             let mut len = 0;
@@ -668,153 +682,141 @@ fn write(
                 }
             }
             if fixed + len <= p.budget {
-                body = Some((0..0, Some(hash)));
+                body = Some(Body::Fresh(hash));
             }
         }
     }
-    let partial;
-    let head = wire.len();
-    match body {
-        Some((range, fresh)) => {
-            partial = removals < replica.gone.len();
-            snapshot::encode_head(tick, partial, wire);
-            snapshot::encode_last_input(p.last_input, wire);
-            snapshot::encode_players_len(picks.len(), wire);
-            let start = wire.len();
-            match fresh {
-                Some(hash) => {
-                    for pk in picks.iter() {
-                        let bytes = entries.of(*pk, &current.players[pk.i as usize], versions);
-                        wire.extend_from_slice(&entries.bytes[bytes]);
-                    }
-                    bodies.keep(hash, picks, start..wire.len());
+    if body.is_none() {
+        // Not everything fits: how urgent each player is. Its rate of gain is worked out
+        // every few ticks in one pass over flat arrays without a branch (so that it
+        // vectorizes): half as fast at 10 m, a third at 20 m, four times as fast in the
+        // line of sight and for a newcomer. Nearer players are fresher, and even the
+        // farthest gains steadily, so it goes out within a bounded time. Every tick each
+        // player that changed gains its rate; one that did not waits for nothing.
+        let own = current
+            .players
+            .binary_search_by_key(&p.id, |(id, _)| *id)
+            .ok();
+        let roster = versions.generation;
+        if replica.rates_left == 0 || replica.rates_roster != roster || replica.rates.len() != n {
+            let (mx, mz) = (p.pos.x * POS_SCALE, p.pos.z * POS_SCALE);
+            let (fz, fx) = trig::sin_cos(p.yaw);
+            let (px, pz) = (&versions.x[..n], &versions.z[..n]);
+            replica.rates.resize(n, 0.0);
+            replica.focus.clear();
+            for (i, rate) in replica.rates.iter_mut().enumerate() {
+                let (dx, dz) = (px[i] - mx, pz[i] - mz);
+                let d = (dx * dx + dz * dz).sqrt();
+                let in_sight = f32::from(u8::from(dx * fx + dz * fz > SIGHT_COS * d));
+                let unseen = f32::from(u8::from(held[i] == 0));
+                *rate = (1.0 + (SIGHT_GAIN - 1.0) * in_sight)
+                    * (1.0 + (UNSEEN_GAIN - 1.0) * unseen)
+                    * HALF_PRIORITY
+                    / (HALF_PRIORITY + d);
+            }
+            // The few nearest in the crosshair (not the client itself): sent every tick
+            // they change, whatever the crowd around.
+            for i in 0..n {
+                let (dx, dz) = (px[i] - mx, pz[i] - mz);
+                let d2 = dx * dx + dz * dz;
+                let ahead = dx * fx + dz * fz;
+                if Some(i) != own
+                    && d2 < FOCUS_RANGE * FOCUS_RANGE
+                    && ahead > 0.0
+                    && ahead * ahead > FOCUS_COS * FOCUS_COS * d2
+                {
+                    replica.focus.push((d2, i as u32));
                 }
-                None => wire.extend_from_within(range),
+            }
+            replica.focus.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+            replica.focus.truncate(FOCUS);
+            replica.rates_left = RATE_TICKS;
+            replica.rates_roster = roster;
+        }
+        replica.rates_left -= 1;
+        // The receiver goes first, outside the ranking.
+        let first = own.filter(|i| held[*i] != cv[*i]);
+        let own = own.unwrap_or(usize::MAX);
+        // Everyone gains, and the candidates are taken in the same pass: only those near
+        // last tick's cut (all of them if too few are), at most as many as could ever fit.
+        let most = p.budget / MIN_ENTRY + 1;
+        let rates = &replica.rates[..n];
+        let floor = (replica.cut * CUT_MARGIN).max(f32::MIN_POSITIVE);
+        ranked.clear();
+        for i in 0..n {
+            let moved = f32::from(u8::from(held[i] != cv[i] && i != own));
+            let pr = (prio[i] + rates[i]) * moved;
+            prio[i] = pr;
+            if pr >= floor {
+                ranked.push(rank_key(i, pr));
             }
         }
-        None => {
-            // Not everything fits: how urgent each player is. Its rate of gain is worked out
-            // every few ticks in one pass over flat arrays without a branch (so that it
-            // vectorizes): half as fast at 10 m, a third at 20 m, four times as fast in the
-            // line of sight and for a newcomer. Nearer players are fresher, and even the
-            // farthest gains steadily, so it goes out within a bounded time. Every tick each
-            // player that changed gains its rate; one that did not waits for nothing.
-            let own = current
-                .players
-                .binary_search_by_key(&p.id, |(id, _)| *id)
-                .ok();
-            let roster = versions.generation;
-            if replica.rates_left == 0 || replica.rates_roster != roster || replica.rates.len() != n
-            {
-                let (mx, mz) = (p.pos.x * POS_SCALE, p.pos.z * POS_SCALE);
-                let (fz, fx) = trig::sin_cos(p.yaw);
-                let (px, pz) = (&versions.x[..n], &versions.z[..n]);
-                replica.rates.resize(n, 0.0);
-                replica.focus.clear();
-                for (i, rate) in replica.rates.iter_mut().enumerate() {
-                    let (dx, dz) = (px[i] - mx, pz[i] - mz);
-                    let d = (dx * dx + dz * dz).sqrt();
-                    let in_sight = f32::from(u8::from(dx * fx + dz * fz > SIGHT_COS * d));
-                    let unseen = f32::from(u8::from(held[i] == 0));
-                    *rate = (1.0 + (SIGHT_GAIN - 1.0) * in_sight)
-                        * (1.0 + (UNSEEN_GAIN - 1.0) * unseen)
-                        * HALF_PRIORITY
-                        / (HALF_PRIORITY + d);
-                }
-                // The few nearest in the crosshair (not the client itself): sent every tick
-                // they change, whatever the crowd around.
-                for i in 0..n {
-                    let (dx, dz) = (px[i] - mx, pz[i] - mz);
-                    let d2 = dx * dx + dz * dz;
-                    let ahead = dx * fx + dz * fz;
-                    if Some(i) != own
-                        && d2 < FOCUS_RANGE * FOCUS_RANGE
-                        && ahead > 0.0
-                        && ahead * ahead > FOCUS_COS * FOCUS_COS * d2
-                    {
-                        replica.focus.push((d2, i as u32));
-                    }
-                }
-                replica.focus.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-                replica.focus.truncate(FOCUS);
-                replica.rates_left = RATE_TICKS;
-                replica.rates_roster = roster;
-            }
-            replica.rates_left -= 1;
-            // The receiver goes first, outside the ranking.
-            let first = own.filter(|i| held[*i] != cv[*i]);
-            let own = own.unwrap_or(usize::MAX);
-            // Everyone gains, and the candidates are taken in the same pass: only those near
-            // last tick's cut (all of them if too few are), at most as many as could ever fit.
-            let most = p.budget / MIN_ENTRY + 1;
-            let rates = &replica.rates[..n];
-            let floor = (replica.cut * CUT_MARGIN).max(f32::MIN_POSITIVE);
+        if ranked.len() < most {
             ranked.clear();
-            for i in 0..n {
-                let moved = f32::from(u8::from(held[i] != cv[i] && i != own));
-                let pr = (prio[i] + rates[i]) * moved;
-                prio[i] = pr;
-                if pr >= floor {
-                    ranked.push(u64::from(!pr.to_bits()) << 32 | i as u64);
-                }
+            ranked.extend(
+                prio.iter()
+                    .enumerate()
+                    .filter(|(_, pr)| **pr > 0.0)
+                    .map(|(i, pr)| rank_key(i, *pr)),
+            );
+        }
+        if ranked.len() > most {
+            ranked.select_nth_unstable(most);
+            ranked.truncate(most);
+        }
+        ranked.sort_unstable();
+        let mut used = fixed;
+        picks.clear();
+        // The crosshair takes at most a quarter of what the budget leaves: the rest goes by
+        // priority, so that every player still goes out within a bounded time.
+        let focus_budget = fixed + (p.budget.saturating_sub(fixed)) / 4;
+        let focus = replica.focus.iter().map(|(_, i)| (*i as usize, true));
+        let focus = focus.filter(|(i, _)| *i < n && held[*i] != cv[*i]);
+        let order = ranked
+            .iter()
+            .map(|key| ((key & 0xffff_ffff) as usize, false));
+        let first = first.map(|i| (i, false));
+        for (i, focused) in first.into_iter().chain(focus).chain(order) {
+            if used + MIN_ENTRY > p.budget {
+                break;
             }
-            if ranked.len() < most {
-                ranked.clear();
-                ranked.extend(
-                    prio.iter()
-                        .enumerate()
-                        .filter(|(_, pr)| **pr > 0.0)
-                        .map(|(i, pr)| u64::from(!pr.to_bits()) << 32 | i as u64),
-                );
+            if picks.iter().any(|pk| pk.i as usize == i) {
+                continue;
             }
-            if ranked.len() > most {
-                ranked.select_nth_unstable(most);
-                ranked.truncate(most);
+            let pk = pick(i, tick, held[i], &known[i], versions);
+            let len = entries.of(pk, &current.players[i], versions).len();
+            let room = if focused { focus_budget } else { p.budget };
+            if used + len <= room {
+                used += len;
+                picks.push(pk);
             }
-            ranked.sort_unstable();
-            let mut used = fixed;
-            picks.clear();
-            // The crosshair takes at most a quarter of what the budget leaves: the rest goes by
-            // priority, so that every player still goes out within a bounded time.
-            let focus_budget = fixed + (p.budget.saturating_sub(fixed)) / 4;
-            let focus = replica.focus.iter().map(|(_, i)| (*i as usize, true));
-            let focus = focus.filter(|(i, _)| *i < n && held[*i] != cv[*i]);
-            let order = ranked
-                .iter()
-                .map(|key| ((key & 0xffff_ffff) as usize, false));
-            let first = first.map(|i| (i, false));
-            for (i, focused) in first.into_iter().chain(focus).chain(order) {
-                if used + MIN_ENTRY > p.budget {
-                    break;
-                }
-                if picks.iter().any(|pk| pk.i as usize == i) {
-                    continue;
-                }
-                let pk = pick(i, tick, held[i], &known[i], versions);
-                let len = entries.of(pk, &current.players[i], versions).len();
-                let room = if focused { focus_budget } else { p.budget };
-                if used + len <= room {
-                    used += len;
-                    picks.push(pk);
-                }
-            }
-            // The next plan's estimate of the cut: the lowest priority that went out.
-            let cut = picks
-                .iter()
-                .filter(|pk| pk.i as usize != own)
-                .map(|pk| prio[pk.i as usize])
-                .fold(f32::INFINITY, f32::min);
-            if cut.is_finite() {
-                replica.cut = cut;
-            }
-            picks.sort_unstable_by_key(|pk| pk.i);
-            partial = picks.len() < changed || removals < replica.gone.len();
-            snapshot::encode_head(tick, partial, wire);
-            snapshot::encode_last_input(p.last_input, wire);
-            snapshot::encode_players_len(picks.len(), wire);
+        }
+        // Next tick's estimate of the cut: the lowest priority that went out.
+        let cut = picks
+            .iter()
+            .filter(|pk| pk.i as usize != own)
+            .map(|pk| prio[pk.i as usize])
+            .fold(f32::INFINITY, f32::min);
+        if cut.is_finite() {
+            replica.cut = cut;
+        }
+        picks.sort_unstable_by_key(|pk| pk.i);
+    }
+    let partial = picks.len() < changed || removals < replica.gone.len();
+    let head = wire.len();
+    snapshot::encode_head(tick, partial, wire);
+    snapshot::encode_last_input(p.last_input, wire);
+    snapshot::encode_players_len(picks.len(), wire);
+    let start = wire.len();
+    match body {
+        Some(Body::Copy(range)) => wire.extend_from_within(range),
+        body => {
             for pk in picks.iter() {
                 let bytes = entries.of(*pk, &current.players[pk.i as usize], versions);
                 wire.extend_from_slice(&entries.bytes[bytes]);
+            }
+            if let Some(Body::Fresh(hash)) = body {
+                bodies.keep(hash, picks, start..wire.len());
             }
         }
     }
