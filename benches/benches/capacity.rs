@@ -13,16 +13,20 @@
 //! connection-tick over the same window is the floor. Peak memory is the server's high-water
 //! mark (`VmHWM`) over an idle server's, per player.
 //!
+//! The CPU of this process over the same windows is the bots' (Rewind's swarms) and the bare
+//! clients' (a quinn connection each, as a naive client would): what the other side of each
+//! costs per player-tick.
+//!
 //! Sizes grow until one runs late (any overrun, from the server's own statistics messages).
 //! Run: `cargo bench -p rewind-benches --bench capacity` (about ten minutes; Linux only).
-//! `-- --rates 64 --sizes 64,128 --window 8` narrows it; `-- --workers 1` runs the server on
-//! one worker thread.
+//! `-- --rates 64 --sizes 64,128 --window 8` narrows it; `-- --keep-going` measures every size
+//! even after one ran late; `-- --workers 1` runs the server on one worker thread.
 
 use client_sim::{Mix, SimConfig};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -129,6 +133,7 @@ struct Measured {
     connected: usize,
     cpu_us_per_player_tick: f64,
     cpu_share: f64,
+    bots_us_per_player_tick: f64,
     down_kbps: f64,
     snapshot_bytes: usize,
     peak_kb: u64,
@@ -176,9 +181,10 @@ fn rewind(
     cfg.behaviours = Mix::one(client_sim::Behaviour::Wander);
     let bots = rt.spawn(client_sim::run(cfg));
     std::thread::sleep(ramp);
-    let (c0, t0) = (cpu(pid), Instant::now());
+    let me = std::process::id();
+    let (c0, b0, t0) = (cpu(pid), cpu(me), Instant::now());
     std::thread::sleep(window);
-    let (c1, t1) = (cpu(pid), Instant::now());
+    let (c1, b1, t1) = (cpu(pid), cpu(me), Instant::now());
     let report = rt.block_on(bots).expect("bots task").expect("bots ran");
     let peak = peak_kb(pid);
     drop(server);
@@ -190,6 +196,7 @@ fn rewind(
         connected: report.connected,
         cpu_us_per_player_tick: (c1 - c0).as_secs_f64() * 1e6 / player_ticks.max(1.0),
         cpu_share: (c1 - c0).as_secs_f64() / seconds,
+        bots_us_per_player_tick: (b1 - b0).as_secs_f64() * 1e6 / player_ticks.max(1.0),
         down_kbps: down * 8.0 / 1000.0,
         // What a snapshot datagram carried on average, QUIC's share taken off.
         snapshot_bytes: (down / f64::from(hz) - 48.0).clamp(16.0, 1200.0) as usize,
@@ -197,8 +204,19 @@ fn rewind(
     }
 }
 
+/// What the floor cost and delivered over the window.
+struct Floor {
+    /// CPU microseconds per connection-tick of the echo server, and of the bare clients (this
+    /// process).
+    server_us: f64,
+    clients_us: f64,
+    /// Datagrams the clients received, as a share of one per connection-tick: below 1, the
+    /// bare stack itself did not keep up.
+    delivered: f64,
+}
+
 /// The floor: `quinn-echo` with `conns` bare connections at `hz`, `size`-byte datagrams.
-fn echo(rt: &tokio::runtime::Runtime, conns: u32, hz: u32, size: usize, window: Duration) -> f64 {
+fn echo(rt: &tokio::runtime::Runtime, conns: u32, hz: u32, size: usize, window: Duration) -> Floor {
     let port = free_port();
     let cert = std::env::temp_dir().join(format!("rewind-echo-{}.pem", std::process::id()));
     let args: Vec<String> = [
@@ -216,22 +234,29 @@ fn echo(rt: &tokio::runtime::Runtime, conns: u32, hz: u32, size: usize, window: 
     let pid = server.0.id();
     let trusted = rewind_transport::load_trusted(&cert).expect("the echo's certificate");
     let running = Arc::new(AtomicBool::new(true));
+    let received = Arc::new(AtomicU64::new(0));
     let clients = rt.spawn(bare_clients(
         SocketAddr::from(([127, 0, 0, 1], port)),
         trusted,
         conns,
         hz,
         running.clone(),
+        received.clone(),
     ));
     std::thread::sleep(Duration::from_millis(u64::from(conns) * 5) + Duration::from_secs(2));
-    let (c0, t0) = (cpu(pid), Instant::now());
+    let me = std::process::id();
+    let (c0, b0, r0, t0) = (cpu(pid), cpu(me), received.load(Relaxed), Instant::now());
     std::thread::sleep(window);
-    let (c1, t1) = (cpu(pid), Instant::now());
+    let (c1, b1, r1, t1) = (cpu(pid), cpu(me), received.load(Relaxed), Instant::now());
     running.store(false, Relaxed);
     let _ = rt.block_on(clients);
     drop(server);
-    let player_ticks = f64::from(conns) * (t1 - t0).as_secs_f64() * f64::from(hz);
-    (c1 - c0).as_secs_f64() * 1e6 / player_ticks.max(1.0)
+    let player_ticks = (f64::from(conns) * (t1 - t0).as_secs_f64() * f64::from(hz)).max(1.0);
+    Floor {
+        server_us: (c1 - c0).as_secs_f64() * 1e6 / player_ticks,
+        clients_us: (b1 - b0).as_secs_f64() * 1e6 / player_ticks,
+        delivered: (r1 - r0) as f64 / player_ticks,
+    }
 }
 
 /// `conns` connections from one endpoint, each sending an input-sized datagram every tick and
@@ -242,6 +267,7 @@ async fn bare_clients(
     conns: u32,
     hz: u32,
     running: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
 ) {
     let Ok(mut endpoint) = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))) else {
         return;
@@ -259,8 +285,12 @@ async fn bare_clients(
             continue;
         };
         if let Ok(conn) = connecting.await {
-            let reader = conn.clone();
-            tokio::spawn(async move { while reader.read_datagram().await.is_ok() {} });
+            let (reader, received) = (conn.clone(), received.clone());
+            tokio::spawn(async move {
+                while reader.read_datagram().await.is_ok() {
+                    received.fetch_add(1, Relaxed);
+                }
+            });
             list.push(conn);
         }
     }
@@ -294,6 +324,7 @@ fn main() {
             .and_then(|w| w.parse().ok())
             .unwrap_or(if quick { 2 } else { 8 }),
     );
+    let keep_going = std::env::args().any(|a| a == "--keep-going");
     let bin = server_binary();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -303,12 +334,12 @@ fn main() {
         let m = rewind(&bin, &rt, 1, 64, Duration::from_secs(1));
         m.peak_kb
     };
-    println!("capacity of one rewind-server process on this machine (bots in this process, their CPU not counted)");
+    println!("capacity of one rewind-server process on this machine (bots in this process: their CPU is the bots column, not the server's)");
     println!("downstream budget 80 kbit/s at 64 Hz (scaled with the tick rate); {} s steady window per size; idle server {} MB peak\n", window.as_secs(), idle / 1024);
     for hz in rates {
         println!("{hz} Hz");
         println!(
-            "{:>7} {:>9} {:>9} {:>11} {:>14} {:>14} {:>9} {:>12} {:>11}",
+            "{:>7} {:>9} {:>9} {:>11} {:>14} {:>14} {:>9} {:>12} {:>16} {:>15} {:>12} {:>11}",
             "players",
             "joined",
             "overruns",
@@ -316,29 +347,37 @@ fn main() {
             "us/player-tick",
             "echo us/p-t",
             "x floor",
+            "bots us/p-t",
+            "echo clients us/p-t",
+            "echo delivered",
             "down kbit/s",
             "KB/player"
         );
-        let mut sustained = 0;
+        let (mut sustained, mut late) = (0, false);
         for &n in &sizes {
             let m = rewind(&bin, &rt, n, hz, window);
             let floor = echo(&rt, n, hz, m.snapshot_bytes, window);
             println!(
-                "{:>7} {:>9} {:>9} {:>10.0}% {:>14.2} {:>14.2} {:>8.2}x {:>12.1} {:>11.1}",
+                "{:>7} {:>9} {:>9} {:>10.0}% {:>14.2} {:>14.2} {:>8.2}x {:>12.2} {:>16.2} {:>14.1}% {:>12.1} {:>11.1}",
                 n,
                 m.connected,
                 m.overruns,
                 m.cpu_share * 100.0,
                 m.cpu_us_per_player_tick,
-                floor,
-                m.cpu_us_per_player_tick / floor.max(1e-9),
+                floor.server_us,
+                m.cpu_us_per_player_tick / floor.server_us.max(1e-9),
+                m.bots_us_per_player_tick,
+                floor.clients_us,
+                floor.delivered * 100.0,
                 m.down_kbps,
                 m.peak_kb.saturating_sub(idle) as f64 / f64::from(n)
             );
-            if m.overruns > 0 || m.connected < n as usize {
+            late |= m.overruns > 0 || m.connected < n as usize;
+            if !late {
+                sustained = n;
+            } else if !keep_going {
                 break;
             }
-            sustained = n;
         }
         println!("sustained at {hz} Hz with no late tick: {sustained} players\n");
     }

@@ -6,7 +6,8 @@
 //! The matches tick in alternation (one tick of each size in turn), so that every size sees
 //! the same machine: on a shared, noisy machine the ratio is the figure to trust.
 //!
-//! Run: `cargo bench -p rewind-benches --bench tick`
+//! Run: `cargo bench -p rewind-benches --bench tick`. `TICK_SIZES=64:108,10:-` measures other
+//! sizes (players, then a budget in bytes or `-` for a datagram); the first is the baseline.
 
 use rewind_benches::{batch, match_with};
 use rewind_match::Match;
@@ -111,7 +112,14 @@ fn main() {
     let budget_us = 1e6 / 64.0;
     println!("server tick: receive inputs (4 per datagram), step, record, encode one delta snapshot per client, drain the outputs");
     println!("snapshots acknowledged {ACK_LAG} ticks late; {ticks} ticks per size measured after {warmup} warm-up ticks, the sizes in alternation\n");
-    let mut runs: Vec<Run> = SIZES.iter().map(|&(n, b)| Run::new(n, b, ticks)).collect();
+    let sizes = match std::env::var("TICK_SIZES") {
+        Ok(v) => parse_sizes(&v).unwrap_or_else(|e| {
+            eprintln!("TICK_SIZES={v}: {e}");
+            std::process::exit(2)
+        }),
+        Err(_) => SIZES.to_vec(),
+    };
+    let mut runs: Vec<Run> = sizes.iter().map(|&(n, b)| Run::new(n, b, ticks)).collect();
     for seq in 1..=warmup + ticks {
         for r in &mut runs {
             r.tick(seq, seq > warmup);
@@ -146,4 +154,24 @@ fn main() {
             r.mean_us() / base
         );
     }
+}
+
+/// `players:budget` pairs separated by commas; a budget of `-` is a datagram.
+fn parse_sizes(v: &str) -> Result<Vec<(usize, Option<usize>)>, String> {
+    v.split(',')
+        .map(|pair| {
+            let (n, b) = pair
+                .split_once(':')
+                .ok_or_else(|| format!("`{pair}` is not players:budget"))?;
+            let n = n
+                .trim()
+                .parse()
+                .map_err(|e| format!("players `{n}`: {e}"))?;
+            let b = match b.trim() {
+                "-" => None,
+                b => Some(b.parse().map_err(|e| format!("budget `{b}`: {e}"))?),
+            };
+            Ok((n, b))
+        })
+        .collect()
 }

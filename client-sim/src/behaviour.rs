@@ -94,8 +94,9 @@ impl Script {
         }
         let pos = me.pos;
         let nearest = nearest(pos, my_id, others);
-        let (yaw, pitch) =
-            nearest.map_or((me.yaw, 0), |p| aim(pos + Vec3::Y * EYE, p + Vec3::Y * EYE));
+        let (yaw, pitch) = nearest.map_or((me.yaw, 0), |(_, p)| {
+            aim(pos + Vec3::Y * EYE, p + Vec3::Y * EYE)
+        });
         if self.side_ticks == 0 {
             self.side = -self.side;
             self.side_ticks = self.wanderer.rng.random_range(32..96);
@@ -105,7 +106,7 @@ impl Script {
             Behaviour::Idle | Behaviour::Wander => (0, 0),
             Behaviour::Strafe => (0, 127 * self.side),
             Behaviour::Duel => {
-                let far = nearest.is_some_and(|p| p.distance(pos) > 8.0);
+                let far = nearest.is_some_and(|(_, p)| p.distance(pos) > 8.0);
                 (if far { 127 } else { 0 }, 127 * self.side)
             }
         };
@@ -119,8 +120,12 @@ impl Script {
     }
 }
 
-/// Where the nearest other player is.
-pub(crate) fn nearest(pos: Vec3, my_id: PlayerId, others: &[(PlayerId, Vec3)]) -> Option<Vec3> {
+/// The nearest other player, and where it is.
+pub(crate) fn nearest(
+    pos: Vec3,
+    my_id: PlayerId,
+    others: &[(PlayerId, Vec3)],
+) -> Option<(PlayerId, Vec3)> {
     others
         .iter()
         .filter(|(id, _)| *id != my_id)
@@ -128,7 +133,7 @@ pub(crate) fn nearest(pos: Vec3, my_id: PlayerId, others: &[(PlayerId, Vec3)]) -
             a.1.distance_squared(pos)
                 .total_cmp(&b.1.distance_squared(pos))
         })
-        .map(|(_, p)| *p)
+        .copied()
 }
 
 pub struct Wanderer {
@@ -189,7 +194,7 @@ impl Wanderer {
             .with_y(0.0)
             .normalize_or_zero();
         let (yaw, pitch) = match nearest(pos, my_id, others) {
-            Some(p) => aim(pos + Vec3::Y * EYE, p + Vec3::Y * EYE),
+            Some((_, p)) => aim(pos + Vec3::Y * EYE, p + Vec3::Y * EYE),
             None if to_target != Vec3::ZERO => aim(pos, pos + to_target),
             None => (me.yaw, 0),
         };

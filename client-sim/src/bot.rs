@@ -128,8 +128,6 @@ struct Play {
     unseen: BTreeMap<PlayerId, f64>,
     recent: VecDeque<InputCmd>,
     others: Vec<(PlayerId, glam::Vec3)>,
-    /// Where the screen shows everyone (before a shot).
-    shown: Vec<(PlayerId, glam::Vec3)>,
     seq: u32,
     last_pos: Option<PlayerState>,
     /// UDP bytes up and down at the welcome.
@@ -368,7 +366,6 @@ impl Bot {
             unseen: BTreeMap::new(),
             recent: VecDeque::with_capacity(INPUT_REDUNDANCY),
             others: Vec::new(),
-            shown: Vec::new(),
             seq: 0,
             last_pos: None,
             // From the welcome on: the handshake and its certificate are not play.
@@ -549,8 +546,11 @@ fn tick(
         .as_ref()
         .is_some_and(|g| play.grace.is_none() && g.about_to_fire(local, TRACK_BEFORE_SHOT))
     {
-        play.buffer.positions_at(view, &mut play.shown);
-        if let Some(target) = behaviour::nearest(state.pos, me, &play.shown) {
+        // The target is the nearest by the newest positions (as the behaviour last thought);
+        // only its place on the screen is worked out, not everyone's.
+        let target = behaviour::nearest(state.pos, me, &play.others)
+            .and_then(|(id, _)| play.buffer.position_at(id, view));
+        if let Some(target) = target {
             let eye = glam::Vec3::Y * behaviour::EYE;
             (cmd.yaw, cmd.pitch) = sim::aim(state.pos + eye, target + eye);
         }

@@ -126,10 +126,10 @@ impl SnapshotBuffer {
         );
     }
 
-    /// Positions of every player at `view` (unwrapped ticks, fractional), interpolated between
-    /// the two processed snapshots around it; clamped to the oldest and newest held.
-    pub fn positions_at(&self, view: f64, out: &mut Vec<(PlayerId, Vec3)>) {
-        out.clear();
+    /// Where player `id` is at `view` (unwrapped ticks, fractional): interpolated between the
+    /// two processed snapshots around it, clamped to the oldest and newest held; at the later
+    /// one's state if the earlier did not hold it. `None` if not held by then.
+    pub fn position_at(&self, id: PlayerId, view: f64) -> Option<Vec3> {
         let pos = |n: &NetPlayer| PlayerState::from_net(n).pos;
         let after = self.ticks.iter().position(|u| *u as f64 >= view);
         let (ta, tb, t) = match after {
@@ -138,19 +138,16 @@ impl SnapshotBuffer {
                 (ua, ub, ((view - ua as f64) / (ub - ua) as f64) as f32)
             }
             Some(k) => (self.ticks[k], self.ticks[k], 0.0),
-            None => match self.ticks.back() {
-                Some(u) => (*u, *u, 0.0),
-                None => return,
-            },
+            None => {
+                let u = *self.ticks.back()?;
+                (u, u, 0.0)
+            }
         };
-        let (ta, tb) = (Tick(ta as u32), Tick(tb as u32));
-        self.received.each_between(ta, tb, |id, a, b| {
-            let p = match a {
-                Some(a) => pos(a).lerp(pos(b), t),
-                None => pos(b),
-            };
-            out.push((id, p));
-        });
+        let b = pos(self.received.player_at(id, Tick(tb as u32))?);
+        Some(match self.received.player_at(id, Tick(ta as u32)) {
+            Some(a) => pos(a).lerp(b, t),
+            None => b,
+        })
     }
 }
 
@@ -287,17 +284,17 @@ mod tests {
         // Tick 12 carries player 1 only: player 2 is shown as it was.
         b.apply(&snap(12, vec![(1, 512, Some((0, 2)))]), 12)
             .unwrap();
-        let mut out = vec![];
-        b.positions_at(11.5, &mut out);
         assert_eq!(
-            out,
-            vec![
-                (PlayerId(1), Vec3::new(1.5, 0.0, 0.0)),
-                (PlayerId(2), Vec3::new(1.0, 0.0, 0.0))
-            ]
+            b.position_at(PlayerId(1), 11.5),
+            Some(Vec3::new(1.5, 0.0, 0.0))
         );
-        b.positions_at(50.0, &mut out);
-        assert_eq!(out[0].1.x, 2.0);
+        assert_eq!(
+            b.position_at(PlayerId(2), 11.5),
+            Some(Vec3::new(1.0, 0.0, 0.0))
+        );
+        assert_eq!(b.position_at(PlayerId(3), 11.5), None);
+        assert_eq!(b.position_at(PlayerId(1), 50.0).unwrap().x, 2.0);
+        assert_eq!(b.position_at(PlayerId(1), 2.0).unwrap().x, 0.0);
         let (a, z, ua, uz) = b.bracket(11.0).unwrap();
         assert_eq!((ua, uz), (10, 12));
         assert_eq!(a.player(PlayerId(1)), Some(&net(0)));

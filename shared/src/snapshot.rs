@@ -215,11 +215,13 @@ impl Carried {
 
     /// The newest state first carried at or before `tick`.
     fn at(&self, tick: Tick) -> Option<&NetPlayer> {
-        // Ascending ticks: the first entry after `tick`, and the one before it.
-        let after = self.states.partition_point(|e| !e.first.is_after(tick));
-        after
-            .checked_sub(1)
-            .and_then(|i| self.states.get(i))
+        // Ascending ticks, searched from the newest: what a client shows is a tick or two old,
+        // so this is a step or two, where a binary search of up to 64 states was most of a
+        // bot's CPU in a big match.
+        self.states
+            .iter()
+            .rev()
+            .find(|e| !e.first.is_after(tick))
             .map(|e| &e.state)
     }
 }
@@ -355,21 +357,6 @@ impl Received {
                 .iter()
                 .filter_map(|c| c.at(tick).map(|s| (c.id, *s))),
         );
-    }
-
-    /// Every player held, as shown at `a` and at `b` (`None` at `a` for a player first carried
-    /// after it; players first carried after `b` are left out), in one pass.
-    pub fn each_between(
-        &self,
-        a: Tick,
-        b: Tick,
-        mut f: impl FnMut(PlayerId, Option<&NetPlayer>, &NetPlayer),
-    ) {
-        for c in &self.players {
-            if let Some(at_b) = c.at(b) {
-                f(c.id, c.at(a), at_b);
-            }
-        }
     }
 
     /// One player as shown at `tick` (see [`Received::world_at`]).

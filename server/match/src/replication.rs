@@ -403,8 +403,10 @@ pub(crate) struct Scratch {
     versions: Versions,
     /// The candidates to a client when not every change fits, as sort keys ([`rank_key`]).
     ranked: Vec<u64>,
-    /// The players going to a client, ascending index.
+    /// The players going to a client, ascending index, and where their bytes are in
+    /// `entries` (when written for this client rather than copied).
     picks: Vec<Pick>,
+    chosen: Vec<(Pick, Range<usize>)>,
     entries: Entries,
     bodies: Bodies,
     /// This tick's datagrams, one after the other, handed out as slices of one buffer.
@@ -484,11 +486,13 @@ impl Bodies {
     }
 
     fn hash(picks: &[Pick]) -> u64 {
-        // FNV-1a over the fields; equal hashes are checked pick by pick.
-        picks.iter().fold(0xcbf2_9ce4_8422_2325, |h, p| {
-            [p.i, p.version, p.base].iter().fold(h, |h, v| {
-                (h ^ u64::from(*v)).wrapping_mul(0x0000_0100_0000_01b3)
-            })
+        // Each pick mixed on its own and the mixes summed, so that the multiplications do not
+        // wait for each other: picks are in ascending index, so the set is the sequence. Equal
+        // hashes are checked pick by pick.
+        picks.iter().fold(picks.len() as u64, |h, p| {
+            let a = u64::from(p.i) << 32 | u64::from(p.version);
+            let b = u64::from(p.base).rotate_left(23);
+            h.wrapping_add((a ^ b).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29))
         })
     }
 
@@ -610,6 +614,20 @@ fn rank_key(i: usize, priority: f32) -> u64 {
     u64::from(!priority.to_bits()) << 32 | i as u64
 }
 
+/// The sort keys of the players whose priority is at least `floor`, into `ranked`. Written
+/// without a branch (every key is stored, the length advances only for those that pass): which
+/// pass is as good as random, and a mispredicted branch per player was most of the pass.
+fn candidates(prio: &[f32], floor: f32, ranked: &mut Vec<u64>) {
+    ranked.clear();
+    ranked.resize(prio.len(), 0);
+    let mut k = 0;
+    for (i, pr) in prio.iter().enumerate() {
+        ranked[k] = rank_key(i, *pr);
+        k += usize::from(*pr >= floor);
+    }
+    ranked.truncate(k);
+}
+
 /// Writes `p`'s snapshot into `s.wire`: the removals it may still hold and the changed players
 /// of highest priority that fit its budget. `None` if not even an empty snapshot fits.
 fn write(
@@ -623,6 +641,7 @@ fn write(
         versions,
         ranked,
         picks,
+        chosen,
         entries,
         bodies,
         wire,
@@ -657,6 +676,7 @@ fn write(
     // Everything that changed, if it fits: a copy of the body an earlier client with the same
     // picks got, or written now.
     picks.clear();
+    chosen.clear();
     let mut body = None;
     if fixed + changed * MIN_ENTRY <= p.budget {
         for i in 0..n {
@@ -674,9 +694,9 @@ fn write(
         } else {
             let mut len = 0;
             for pk in picks.iter() {
-                len += entries
-                    .of(*pk, &current.players[pk.i as usize], versions)
-                    .len();
+                let bytes = entries.of(*pk, &current.players[pk.i as usize], versions);
+                len += bytes.len();
+                chosen.push((*pk, bytes));
                 if fixed + len > p.budget {
                     break;
                 }
@@ -742,23 +762,19 @@ fn write(
         let most = p.budget / MIN_ENTRY + 1;
         let rates = &replica.rates[..n];
         let floor = (replica.cut * CUT_MARGIN).max(f32::MIN_POSITIVE);
-        ranked.clear();
-        for i in 0..n {
-            let moved = f32::from(u8::from(held[i] != cv[i] && i != own));
-            let pr = (prio[i] + rates[i]) * moved;
-            prio[i] = pr;
-            if pr >= floor {
-                ranked.push(rank_key(i, pr));
-            }
+        // The gain in a pass without a branch (it vectorizes), the candidates in another.
+        for (i, ((pr, rate), (h, c))) in prio
+            .iter_mut()
+            .zip(rates)
+            .zip(held.iter().zip(cv))
+            .enumerate()
+        {
+            let moved = f32::from(u8::from(h != c && i != own));
+            *pr = (*pr + rate) * moved;
         }
+        candidates(prio, floor, ranked);
         if ranked.len() < most {
-            ranked.clear();
-            ranked.extend(
-                prio.iter()
-                    .enumerate()
-                    .filter(|(_, pr)| **pr > 0.0)
-                    .map(|(i, pr)| rank_key(i, *pr)),
-            );
+            candidates(prio, f32::MIN_POSITIVE, ranked);
         }
         if ranked.len() > most {
             ranked.select_nth_unstable(most);
@@ -766,7 +782,7 @@ fn write(
         }
         ranked.sort_unstable();
         let mut used = fixed;
-        picks.clear();
+        chosen.clear();
         // The crosshair takes at most a quarter of what the budget leaves: the rest goes by
         // priority, so that every player still goes out within a bounded time.
         let focus_budget = fixed + (p.budget.saturating_sub(fixed)) / 4;
@@ -780,27 +796,29 @@ fn write(
             if used + MIN_ENTRY > p.budget {
                 break;
             }
-            if picks.iter().any(|pk| pk.i as usize == i) {
+            if chosen.iter().any(|(pk, _)| pk.i as usize == i) {
                 continue;
             }
             let pk = pick(i, tick, held[i], &known[i], versions);
-            let len = entries.of(pk, &current.players[i], versions).len();
+            let bytes = entries.of(pk, &current.players[i], versions);
             let room = if focused { focus_budget } else { p.budget };
-            if used + len <= room {
-                used += len;
-                picks.push(pk);
+            if used + bytes.len() <= room {
+                used += bytes.len();
+                chosen.push((pk, bytes));
             }
         }
         // Next tick's estimate of the cut: the lowest priority that went out.
-        let cut = picks
+        let cut = chosen
             .iter()
-            .filter(|pk| pk.i as usize != own)
-            .map(|pk| prio[pk.i as usize])
+            .filter(|(pk, _)| pk.i as usize != own)
+            .map(|(pk, _)| prio[pk.i as usize])
             .fold(f32::INFINITY, f32::min);
         if cut.is_finite() {
             replica.cut = cut;
         }
-        picks.sort_unstable_by_key(|pk| pk.i);
+        chosen.sort_unstable_by_key(|(pk, _)| pk.i);
+        picks.clear();
+        picks.extend(chosen.iter().map(|(pk, _)| *pk));
     }
     let partial = picks.len() < changed || removals < replica.gone.len();
     let head = wire.len();
@@ -811,9 +829,10 @@ fn write(
     match body {
         Some(Body::Copy(range)) => wire.extend_from_within(range),
         body => {
-            for pk in picks.iter() {
-                let bytes = entries.of(*pk, &current.players[pk.i as usize], versions);
-                wire.extend_from_slice(&entries.bytes[bytes]);
+            // Every pick's bytes were written (or found) while choosing.
+            debug_assert_eq!(chosen.len(), picks.len());
+            for (_, bytes) in chosen.iter() {
+                wire.extend_from_slice(&entries.bytes[bytes.clone()]);
             }
             if let Some(Body::Fresh(hash)) = body {
                 bodies.keep(hash, picks, start..wire.len());
