@@ -4,6 +4,7 @@
 use crate::journal::ShotVerdict;
 use crate::lagcomp::{self, ViewCheck};
 use crate::Match;
+use glam::Vec3;
 use rewind_shared::hitbox::{Part, Ray};
 use rewind_shared::protocol::{
     PlayerId, RejectReason, ServerControl, Shot, ShotOutcome, ShotResult,
@@ -43,6 +44,9 @@ pub(crate) struct PendingShot {
     pub shot: Shot,
     /// The tick its input first reached the server.
     pub arrived: Tick,
+    /// Where the shooter's eyes were right after this input's movement: the ray leaves from
+    /// there, whatever a later input of the same tick (a catch-up) did.
+    pub eye: Vec3,
     /// The shooter was dead before this tick's shots: the shot does not count. (Killed by an
     /// earlier shot of the same tick still fires: trades are possible and order does not matter.)
     pub shooter_dead: bool,
@@ -76,15 +80,12 @@ impl Match {
             seq,
             shot,
             arrived,
+            eye,
             shooter_dead,
         } = pending;
         self.stats.shots += 1;
         let shooter = &self.players[i];
-        let ray = Ray::from_view(
-            self.hitboxes.eye(shooter.state.pos, shooter.state.stance),
-            shot.yaw,
-            shot.pitch,
-        );
+        let ray = Ray::from_view(eye, shot.yaw, shot.pitch);
         let (newest, oldest) = match (self.history.newest(), self.history.oldest()) {
             (Some(n), Some(o)) => (n.tick, o.tick),
             _ => (self.tick, self.tick),

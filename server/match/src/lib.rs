@@ -70,10 +70,13 @@ use std::time::Duration;
 
 /// The version of the simulation's rules: movement (docs/movement.md), collisions, hitboxes as
 /// code, view-time checks, rewind, damage, the state hash, and the recorded types. Version 2:
-/// sines and cosines from [`rewind_shared::trig`] instead of the platform's. A recording replays exactly
-/// on any build with the same `SIM_VERSION` (and the same assets, which the recording carries).
-/// `tests::the_rules_are_pinned` fails when the rules change; bump this when it does.
-pub const SIM_VERSION: u32 = 2;
+/// sines and cosines from [`rewind_shared::trig`] instead of the platform's. Version 3: a shot's
+/// ray leaves from the eyes after its own input's movement, not after a catch-up input applied
+/// later in the same tick (`tests::a_shot_leaves_from_the_eyes_after_its_own_input_not_the_ticks_last`).
+/// A recording replays exactly on any build with the same `SIM_VERSION` (and the same assets,
+/// which the recording carries). `tests::the_rules_are_pinned` fails when the rules change;
+/// bump this when it does.
+pub const SIM_VERSION: u32 = 3;
 
 /// Counters of what the match did; all monotonic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]

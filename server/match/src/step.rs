@@ -4,7 +4,8 @@
 //! for each player in ascending id, take its inputs for this tick from the [`InputSource`] (a
 //! player with none does not move; one that is behind may apply a second input within the
 //! catch-up budget) and step it; judge the shots those inputs carried, in the same order,
-//! against the history rewound to each shooter's view time; record the quantized world in the
+//! each from the shooter's eyes right after its own input, against the history rewound to
+//! each shooter's view time; record the quantized world in the
 //! history; hash the state and close the tick's journal record.
 //!
 //! A live tick takes the inputs from the players' buffers ([`crate::inputs::FromBuffers`]) and
@@ -190,6 +191,7 @@ impl Match {
                         seq: cmd.seq,
                         shot,
                         arrived: next.arrived,
+                        eye: self.hitboxes.eye(p.state.pos, p.state.stance),
                         shooter_dead: p.state.dead,
                     });
                 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rewind_shared::codec;
 use rewind_shared::hitbox::Ray;
 use rewind_shared::protocol::{buttons, MAX_DATAGRAM};
-use rewind_shared::protocol::{InputBatch, InputCmd, ServerDatagram};
+use rewind_shared::protocol::{InputBatch, InputCmd, ServerDatagram, Shot, ViewTime};
 use rewind_shared::sim;
 use rewind_shared::snapshot::{Received, WorldSnapshot};
 use rewind_shared::Tick;
@@ -160,6 +160,50 @@ fn a_fast_client_catches_up_only_within_budget() {
     // 64 ticks earn four catch-up inputs; the rest is one per tick.
     assert_eq!(m.stats().inputs_catch_up, 4);
     assert_eq!(m.last_applied(id), Some(68));
+}
+
+#[test]
+fn a_shot_leaves_from_the_eyes_after_its_own_input_not_the_ticks_last() {
+    let (mut m, id) = one_player();
+    // Idle ticks earn the credit for a catch-up input.
+    for _ in 0..32 {
+        m.tick();
+    }
+    let start = *m.state(id).unwrap();
+    let mut first = cmd(1, 127, 16_384);
+    first.shot = Some(Shot {
+        view: ViewTime {
+            tick: m.current_tick(),
+            frac: 0,
+        },
+        yaw: 16_384,
+        pitch: 0,
+    });
+    let cmds = [
+        first,
+        cmd(2, 127, 16_384),
+        cmd(3, 127, 16_384),
+        cmd(4, 127, 16_384),
+    ];
+    m.receive(id, &batch(&cmds)).unwrap();
+    m.tick();
+    // Both the shot's input and a catch-up input were applied in this one tick.
+    assert_eq!(m.stats().inputs_catch_up, 1);
+    assert_eq!(m.last_applied(id), Some(2));
+    let dt = m.config().tick_rate.dt();
+    let after_shot = sim::step(&start, &cmds[0], m.map(), dt);
+    let after_tick = sim::step(&after_shot, &cmds[1], m.map(), dt);
+    assert_ne!(after_shot.pos, after_tick.pos);
+    let shot = std::iter::from_fn(|| m.poll_event())
+        .find_map(|e| match e {
+            GameEvent::Shot(s) => Some(s),
+            GameEvent::Respawn { .. } => None,
+        })
+        .expect("the shot was judged");
+    assert_eq!(
+        shot.ray.origin,
+        m.hitboxes().eye(after_shot.pos, after_shot.stance)
+    );
 }
 
 #[test]
