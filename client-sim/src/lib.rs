@@ -53,7 +53,9 @@ pub struct SimConfig {
     pub assets: PathBuf,
     /// Delay between two bots' connection attempts. Default 5 ms.
     pub connect_spacing: Duration,
-    /// Time allowed for the QUIC handshake and the welcome. Default 5 s.
+    /// Time allowed for the QUIC handshake and the welcome. Default 15 s: on a lossy link
+    /// with a long round trip QUIC's retransmissions back off to seconds, and the server
+    /// allows each of its two handshake steps 3 s by default, or ten round trips.
     pub connect_timeout: Duration,
     /// Network impairment applied to every packet of every bot, both ways. Default none.
     pub link: Option<LinkConditions>,
@@ -89,7 +91,7 @@ impl SimConfig {
             progress: false,
             assets: map::default_assets_dir(),
             connect_spacing: Duration::from_millis(5),
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(15),
             link: None,
             link_mix: None,
             behaviours: Mix::one(Behaviour::Wander),

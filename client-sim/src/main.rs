@@ -40,6 +40,9 @@ struct Args {
     /// Seconds each bot plays.
     #[arg(long, default_value = "10", value_parser = client_sim::parse_seconds)]
     duration: Duration,
+    /// Seconds a bot may take to connect and be welcomed before it counts as failed.
+    #[arg(long, default_value = "15", value_parser = client_sim::parse_seconds)]
+    connect_timeout: Duration,
     /// Join token, if the server requires one.
     #[arg(long, default_value = "")]
     token: String,
@@ -80,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.server_name = args.server_name;
     cfg.bots = args.bots;
     cfg.duration = args.duration;
+    cfg.connect_timeout = args.connect_timeout;
     cfg.token = args.token;
     cfg.seed = args.seed;
     cfg.name_prefix = args.name_prefix;

@@ -453,6 +453,8 @@ impl Swarm {
                     }
                 }
                 Event::Lost(_, why) => m.bot.on_lost(&ctx, &why),
+                // Heard by servers only.
+                Event::Established(_) => {}
             }
         }
         if let Some(conn) = m.conn.and_then(|key| m.node.conn(key)) {

@@ -52,7 +52,10 @@ enum Stage {
 /// One connection, as the network thread keeps it.
 struct Peer {
     stage: Stage,
+    /// When the current handshake step began: the QUIC handshake, then (once established) the
+    /// control stream and the hello; each step has `handshake_timeout`.
     since: Instant,
+    established: bool,
     name: String,
     slot: Arc<InputSlot>,
     link: Arc<LinkInfo>,
@@ -149,9 +152,9 @@ impl Relay {
         let far = Instant::now() + Duration::from_secs(1);
         let handshake = self
             .peers
-            .values()
-            .filter(|p| matches!(p.stage, Stage::Hello))
-            .map(|p| p.since + self.config.handshake_timeout())
+            .iter()
+            .filter(|(_, p)| matches!(p.stage, Stage::Hello))
+            .map(|(k, p)| p.since + self.step_limit(*k))
             .min();
         let retry = (!self.queued.is_empty()).then(|| Instant::now() + Duration::from_millis(2));
         [self.node.next_timeout(), handshake, retry]
@@ -205,6 +208,7 @@ impl Relay {
             any = true;
             match event {
                 Event::Connected(key) => self.connected(key, now),
+                Event::Established(key) => self.established(key, now),
                 Event::Readable(key) => self.readable(key),
                 Event::Lost(key, reason) => self.lost(key, &reason),
             }
@@ -223,12 +227,23 @@ impl Relay {
             Peer {
                 stage: Stage::Hello,
                 since: now,
+                established: false,
                 name: String::new(),
                 slot: Arc::new(InputSlot::new(self.config.input_slot)),
                 link: Arc::new(LinkInfo::default()),
                 span,
             },
         );
+    }
+
+    /// The QUIC handshake finished: the control stream and the hello get a step of their own.
+    fn established(&mut self, key: ConnKey, now: Instant) {
+        if let Some(p) = self.peers.get_mut(&key) {
+            if matches!(p.stage, Stage::Hello) {
+                p.established = true;
+                p.since = now;
+            }
+        }
     }
 
     fn readable(&mut self, key: ConnKey) {
@@ -486,17 +501,29 @@ impl Relay {
         self.handover = h;
     }
 
+    /// How long a connection's current handshake step may take: `handshake_timeout`, or ten
+    /// of its round trips if that is longer (QUIC's retransmissions back off from about three
+    /// round trips, so a lost packet or two on a long lossy link costs seconds), at most four
+    /// times `handshake_timeout`.
+    fn step_limit(&self, key: ConnKey) -> Duration {
+        let base = self.config.handshake_timeout();
+        let rtt = self.node.peek(key).map_or(Duration::ZERO, |c| c.rtt());
+        (rtt * 10).clamp(base, base * 4)
+    }
+
     /// Closes connections that did not say hello in time.
     fn expire_handshakes(&mut self, now: Instant) {
-        let limit = self.config.handshake_timeout();
-        let late: Vec<ConnKey> = self
+        let late: Vec<(ConnKey, bool)> = self
             .peers
             .iter()
-            .filter(|(_, p)| matches!(p.stage, Stage::Hello) && now >= p.since + limit)
-            .map(|(k, _)| *k)
+            .filter(|(k, p)| {
+                matches!(p.stage, Stage::Hello) && now >= p.since + self.step_limit(**k)
+            })
+            .map(|(k, p)| (*k, p.established))
             .collect();
-        for key in late {
+        for (key, established) in late {
             let why = match self.node.peek(key).map(|c| c.has_stream()) {
+                _ if !established => "QUIC handshake not finished in time",
                 Some(true) => "no hello received in time",
                 _ => "no control stream opened in time",
             };

@@ -1,7 +1,7 @@
 //! A real server and real bots over QUIC on loopback, plus clients that misbehave.
 
 use rewind_shared::protocol::{
-    ClientDatagram, CloseCode, Hello, InputBatch, InputCmd, ServerControl, PROTOCOL_VERSION,
+    ClientDatagram, CloseCode, Hello, InputBatch, InputCmd, ServerControl, ALPN, PROTOCOL_VERSION,
 };
 use rewind_tests::{bots, connect_with_alpn, hello, raw_hello, start_server};
 use std::time::Duration;
@@ -105,6 +105,28 @@ async fn a_malformed_datagram_closes_only_that_connection() {
     }
     assert_eq!(stats.server.peer_errors, 2);
     assert_eq!(stats.game.joins, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_for_the_handshake_step_it_missed() {
+    let server = start_server(|c| c.handshake_timeout_ms = 300).await;
+    // The QUIC handshake done, and nothing after it.
+    let silent = connect_with_alpn(&server, ALPN).await.expect("handshake");
+    // A control stream with half a frame on it: the hello never comes.
+    let halting = connect_with_alpn(&server, ALPN).await.expect("handshake");
+    let (mut send, _recv) = halting.open_bi().await.expect("stream");
+    send.write_all(&[7]).await.expect("a byte sent");
+    for (conn, why) in [
+        (&silent, "no control stream opened in time"),
+        (&halting, "no hello received in time"),
+    ] {
+        let err = tokio::time::timeout(Duration::from_secs(3), conn.closed())
+            .await
+            .expect("closed in time");
+        let (code, reason) = rewind_transport::close_reason(&err);
+        assert_eq!((code, reason.as_str()), (Some(CloseCode::Timeout), why));
+    }
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

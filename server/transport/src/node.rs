@@ -28,8 +28,11 @@ pub struct ConnKey {
 /// What happened to a connection.
 #[derive(Debug)]
 pub enum Event {
-    /// A peer connected (server) or the handshake finished (client).
+    /// A peer began a connection (server) or the handshake finished (client).
     Connected(ConnKey),
+    /// The QUIC handshake of a connection a peer began finished (server only; a client hears
+    /// [`Event::Connected`] then).
+    Established(ConnKey),
     /// Control-stream data or datagrams may be waiting: see [`Conn::next_frame`] and
     /// [`Conn::recv_datagram`].
     Readable(ConnKey),
@@ -403,9 +406,11 @@ impl Node {
             match ev {
                 Connected => {
                     c.connected = true;
-                    if c.inner.side().is_client() {
-                        self.events.push_back(Event::Connected(key));
-                    }
+                    self.events.push_back(if c.inner.side().is_client() {
+                        Event::Connected(key)
+                    } else {
+                        Event::Established(key)
+                    });
                 }
                 ConnectionLost { reason } if c.lost.is_none() => {
                     c.lost = Some(reason.clone());
@@ -495,6 +500,7 @@ mod tests {
             .unwrap();
         let (mut to_server, mut to_client) = (Transmits::default(), Transmits::default());
         let mut server_key = None;
+        let mut server_established = false;
         let mut got_frame = None;
         let mut got_datagram = None;
         for round in 0..50 {
@@ -510,6 +516,7 @@ mod tests {
                     Event::Readable(k) => {
                         got_datagram = got_datagram.or(client.conn(k).unwrap().recv_datagram())
                     }
+                    Event::Established(_) => panic!("a client hears Connected, not Established"),
                     Event::Lost(_, e) => panic!("client lost the connection: {e}"),
                 }
             }
@@ -519,6 +526,10 @@ mod tests {
             while let Some(e) = server.poll_event() {
                 match e {
                     Event::Connected(k) => server_key = Some(k),
+                    Event::Established(k) => {
+                        assert_eq!(Some(k), server_key, "established after it began");
+                        server_established = true;
+                    }
                     Event::Readable(k) => {
                         let c = server.conn(k).unwrap();
                         if let Some(frame) = c.next_frame() {
@@ -541,6 +552,7 @@ mod tests {
         assert_eq!(got_frame.as_deref(), Some(&b"hello"[..]));
         assert_eq!(got_datagram.as_deref(), Some(&b"snapshot"[..]));
         assert!(server_key.is_some());
+        assert!(server_established);
         assert_eq!((client.connections(), server.connections()), (1, 1));
         // A close with a Rewind code reaches the peer as that code and reason.
         let sk = server_key.unwrap();
