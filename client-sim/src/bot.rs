@@ -49,6 +49,8 @@ pub struct BotReport {
     /// How the bot played, and the link it played through.
     pub behaviour: &'static str,
     pub conditions: Option<crate::link::LinkConditions>,
+    /// The cheat it played (a firing bot of the cheating share only).
+    pub cheat: Option<crate::cheat::Cheat>,
     pub player_id: Option<u16>,
     /// The match the server put the bot in.
     pub match_id: Option<u32>,
@@ -343,9 +345,12 @@ impl Bot {
         let behaviour = *ctx.cfg.behaviours.pick(self.index, ctx.cfg.bots);
         report.behaviour = behaviour.name();
         let dt = 1.0 / f32::from(welcome.tick_rate_hz.max(1));
-        let gunner = (ctx.cfg.fire && behaviour.fires())
-            .then(|| Gunner::new(self.seed ^ 0x5107, ctx.cfg.aim_error_deg));
         let tick_rate = welcome.tick_rate_hz;
+        let fires = ctx.cfg.fire && behaviour.fires();
+        report.cheat = ctx.cfg.cheat_of(self.index).filter(|_| fires);
+        let backtrack = report.cheat.map_or(0.0, |c| c.backtrack_ticks(tick_rate));
+        let gunner =
+            fires.then(|| Gunner::new(self.seed ^ 0x5107, ctx.cfg.aim_error_deg, backtrack));
         // It sends an input every tick: its acknowledgements ride on them.
         conn.set_quiet(true);
         self.phase = Phase::Playing(Box::new(Play {

@@ -37,6 +37,9 @@ pub struct ShotStats {
     pub rejected_by_reason: BTreeMap<&'static str, u64>,
     /// Judged shots whose server verdict (target and hitbox, or miss) equals the bot's own.
     pub agreed: u64,
+    /// A cheating bot's hits that its honest claim would not have got: the server said hit,
+    /// and the same ray judged at the view time the bot really saw misses (0 for honest bots).
+    pub extra_hits: u64,
     /// The first few disagreements, described.
     pub disagreements: Vec<String>,
 }
@@ -48,16 +51,22 @@ pub struct Gunner {
     next_shot: f64,
     /// Uniform aim error, angle steps either way.
     error_steps: i32,
-    pending: VecDeque<(u32, Verdict)>,
+    /// A backtracking cheater's lie, ticks (0: honest).
+    backtrack: f64,
+    /// Shots awaiting a verdict: the input's sequence number, the bot's own verdict at the
+    /// instant it claimed, and for a cheater the verdict an honest claim would have got.
+    pending: VecDeque<(u32, Verdict, Option<Verdict>)>,
     pub stats: ShotStats,
 }
 
 impl Gunner {
-    pub fn new(seed: u64, aim_error_deg: f32) -> Gunner {
+    /// `backtrack`: ticks a cheater claims to be behind what it saw (0 for an honest bot).
+    pub fn new(seed: u64, aim_error_deg: f32, backtrack: f64) -> Gunner {
         Gunner {
             rng: SmallRng::seed_from_u64(seed),
             next_shot: 0.5,
             error_steps: (aim_error_deg / 360.0 * ANGLE_STEPS).round() as i32,
+            backtrack: backtrack.max(0.0),
             pending: VecDeque::with_capacity(PENDING),
             stats: ShotStats::default(),
         }
@@ -81,10 +90,14 @@ impl Gunner {
         if local < self.next_shot || me.dead {
             return None;
         }
-        // The claim, quantized first so that the verdict uses exactly the claimed instant.
-        let whole = view.floor();
-        let frac = ((view - whole) * 65_536.0).floor().clamp(0.0, 65_535.0) as u16;
-        let claimed = whole + f64::from(frac) / 65_536.0;
+        // The claim, quantized first so that the verdict uses exactly the claimed instant; a
+        // backtracking cheater claims an earlier one, and aims where its target was then.
+        let quantize = |v: f64| {
+            let whole = v.floor();
+            let frac = ((v - whole) * 65_536.0).floor().clamp(0.0, 65_535.0) as u16;
+            (whole, frac, whole + f64::from(frac) / 65_536.0)
+        };
+        let (whole, frac, claimed) = quantize(view - self.backtrack);
         let (a, b, ua, ub) = buffer.bracket(claimed)?;
         let t = ((claimed - ua as f64) / (ub - ua) as f64) as f32;
         let eye = hitboxes.eye(me.pos, me.stance);
@@ -108,20 +121,21 @@ impl Gunner {
         let yaw = (i32::from(yaw) + self.rng.random_range(-e..=e)).rem_euclid(65_536) as u16;
         let pitch =
             (i32::from(pitch) + self.rng.random_range(-e..=e)).clamp(-16_202, 16_202) as i16;
-        let verdict = judge(
-            &a,
-            &b,
-            t,
-            my_id,
-            &Ray::from_view(eye, yaw, pitch),
-            map,
-            hitboxes,
-        );
+        let ray = Ray::from_view(eye, yaw, pitch);
+        let verdict = judge(&a, &b, t, my_id, &ray, map, hitboxes);
+        // What the same ray would have met at the instant the bot really saw.
+        let honest = (self.backtrack > 0.0).then(|| {
+            let (_, _, truth) = quantize(view);
+            buffer.bracket(truth).and_then(|(a, b, ua, ub)| {
+                let t = ((truth - ua as f64) / (ub - ua) as f64) as f32;
+                judge(&a, &b, t, my_id, &ray, map, hitboxes).map(|h| (h.target, h.part))
+            })
+        });
         if self.pending.len() == PENDING {
             self.pending.pop_front();
         }
         self.pending
-            .push_back((seq, verdict.map(|h| (h.target, h.part))));
+            .push_back((seq, verdict.map(|h| (h.target, h.part)), honest));
         self.stats.shots += 1;
         self.next_shot = local + self.rng.random_range(0.25..0.6);
         Some(Shot {
@@ -147,10 +161,11 @@ impl Gunner {
     }
 
     pub fn on_result(&mut self, r: &ShotResult) {
-        while self.pending.front().is_some_and(|(seq, _)| *seq < r.seq) {
+        while self.pending.front().is_some_and(|(seq, _, _)| *seq < r.seq) {
             self.pending.pop_front();
         }
-        let Some((_, mine)) = self.pending.pop_front().filter(|(seq, _)| *seq == r.seq) else {
+        let Some((_, mine, honest)) = self.pending.pop_front().filter(|(seq, _, _)| *seq == r.seq)
+        else {
             return;
         };
         let server: Verdict = match r.outcome {
@@ -172,6 +187,9 @@ impl Gunner {
             }
         };
         self.stats.judged += 1;
+        if server.is_some() && honest == Some(None) {
+            self.stats.extra_hits += 1;
+        }
         if server == mine {
             self.stats.agreed += 1;
         } else if self.stats.disagreements.len() < DESCRIBED {

@@ -5,6 +5,7 @@
 
 pub mod behaviour;
 pub mod bot;
+pub mod cheat;
 pub mod gunner;
 pub mod link;
 pub mod report;
@@ -69,6 +70,11 @@ pub struct SimConfig {
     pub fire: bool,
     /// Bots' aim error, degrees either way (uniform). Default 0.8.
     pub aim_error_deg: f32,
+    /// A cheat played by a share of the firing bots ([`cheat::cheats`] says which), to
+    /// measure what the server lets through. Default none.
+    pub cheat: Option<cheat::Cheat>,
+    /// The share of bots that cheat, 0 to 1. Default 1 (all, when `cheat` is set).
+    pub cheaters: f64,
     /// Threads the bots are shared among, each driving its share from one loop. Default: the
     /// machine's cores.
     pub threads: usize,
@@ -98,10 +104,18 @@ impl SimConfig {
             stop: tokio_util::sync::CancellationToken::new(),
             fire: true,
             aim_error_deg: 0.8,
+            cheat: None,
+            cheaters: 1.0,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
 
             maps: Arc::default(),
         }
+    }
+
+    /// The cheat bot `index` plays, if any.
+    pub fn cheat_of(&self, index: usize) -> Option<cheat::Cheat> {
+        self.cheat
+            .filter(|_| cheat::cheats(index, self.bots, self.cheaters))
     }
 
     /// The link conditions of bot `index`.

@@ -64,6 +64,14 @@ struct Args {
     /// Bots' aim error, degrees either way.
     #[arg(long, default_value_t = 0.8)]
     aim_error_deg: f32,
+    /// A cheat for the firing bots to play, to measure what the server lets through:
+    /// `backtrack:MS` claims every shot's view time MS earlier than the bot saw and aims where
+    /// the target was then.
+    #[arg(long)]
+    cheat: Option<client_sim::cheat::Cheat>,
+    /// Percent of the bots that play --cheat (the first ones).
+    #[arg(long, default_value_t = 100.0)]
+    cheaters: f64,
     /// Threads the bots are shared among, each driving its bots from one loop [default: the
     /// machine's cores].
     #[arg(long)]
@@ -90,6 +98,13 @@ async fn main() -> anyhow::Result<()> {
     cfg.progress = !args.quiet;
     cfg.fire = !args.no_fire;
     cfg.aim_error_deg = args.aim_error_deg;
+    anyhow::ensure!(
+        (0.0..=100.0).contains(&args.cheaters),
+        "--cheaters {}: a percentage from 0 to 100",
+        args.cheaters
+    );
+    cfg.cheat = args.cheat;
+    cfg.cheaters = args.cheaters / 100.0;
     if let Some(t) = args.threads {
         anyhow::ensure!(t > 0, "--threads must be at least 1");
         cfg.threads = t;

@@ -37,9 +37,12 @@ pub struct Report {
     pub shots_rejected: u64,
     /// Rejections by reason.
     pub rejected_by_reason: BTreeMap<&'static str, u64>,
-    /// Share of judged shots (not rejected) where the bot's own verdict (target and hitbox, or
-    /// miss) equals the server's; `null` when no shot was judged.
+    /// Share of honest bots' judged shots (not rejected) where the bot's own verdict (target
+    /// and hitbox, or miss) equals the server's; `null` when no shot was judged. Cheaters are
+    /// not in it (see `cheaters`).
     pub hit_agreement: Option<f64>,
+    /// What the cheating bots did and gained, when some cheated.
+    pub cheaters: Option<CheatReport>,
     /// The link conditioner, if one was used.
     pub link: Option<crate::link::LinkConditions>,
     /// Players (summed over bots) that a bot never saw in a snapshot though they were in its
@@ -71,6 +74,52 @@ pub struct Report {
     /// Distinct errors, with how many bots had each.
     pub errors: Vec<(String, usize)>,
     pub per_bot: Vec<BotReport>,
+}
+
+/// The cheating bots' shots (every figure over the cheaters only).
+#[derive(Clone, Debug, Serialize)]
+pub struct CheatReport {
+    pub cheat: crate::cheat::Cheat,
+    pub bots: usize,
+    pub shots: u64,
+    /// Shots the server judged, and judged a hit.
+    pub judged: u64,
+    pub hits: u64,
+    /// Hits the same ray would not have got with an honest claim (the bot judges it again at
+    /// the view time it really saw), and their share of the cheaters' shots.
+    pub extra_hits: u64,
+    pub extra_hit_share: Option<f64>,
+    pub rejected: u64,
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+}
+
+impl CheatReport {
+    fn new(bots: &[BotReport]) -> Option<CheatReport> {
+        let cheaters: Vec<&BotReport> = bots.iter().filter(|b| b.cheat.is_some()).collect();
+        let cheat = cheaters.first()?.cheat?;
+        let shots = cheaters.iter().map(|b| b.shots.shots).sum();
+        let extra_hits = cheaters.iter().map(|b| b.shots.extra_hits).sum();
+        Some(CheatReport {
+            cheat,
+            bots: cheaters.len(),
+            shots,
+            judged: cheaters.iter().map(|b| b.shots.judged).sum(),
+            hits: cheaters.iter().map(|b| b.shots.hits).sum(),
+            extra_hits,
+            extra_hit_share: (shots > 0).then(|| extra_hits as f64 / shots as f64),
+            rejected: cheaters.iter().map(|b| b.shots.rejected).sum(),
+            rejected_by_reason: by_reason(cheaters.iter().copied()),
+        })
+    }
+}
+
+/// Rejections by reason, summed over `bots`.
+fn by_reason<'a>(bots: impl Iterator<Item = &'a BotReport>) -> BTreeMap<&'static str, u64> {
+    bots.flat_map(|b| &b.shots.rejected_by_reason)
+        .fold(BTreeMap::new(), |mut all, (reason, n)| {
+            *all.entry(*reason).or_default() += n;
+            all
+        })
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -165,18 +214,14 @@ impl Report {
             headshots: bots.iter().map(|b| b.shots.headshots).sum(),
             kills: bots.iter().map(|b| b.shots.kills).sum(),
             shots_rejected: bots.iter().map(|b| b.shots.rejected).sum(),
-            rejected_by_reason: bots.iter().flat_map(|b| &b.shots.rejected_by_reason).fold(
-                BTreeMap::new(),
-                |mut all, (reason, n)| {
-                    *all.entry(*reason).or_default() += n;
-                    all
-                },
-            ),
+            rejected_by_reason: by_reason(bots.iter()),
             hit_agreement: {
-                let judged: u64 = bots.iter().map(|b| b.shots.judged).sum();
-                let agreed: u64 = bots.iter().map(|b| b.shots.agreed).sum();
+                let honest = || bots.iter().filter(|b| b.cheat.is_none());
+                let judged: u64 = honest().map(|b| b.shots.judged).sum();
+                let agreed: u64 = honest().map(|b| b.shots.agreed).sum();
                 (judged > 0).then(|| agreed as f64 / judged as f64)
             },
+            cheaters: CheatReport::new(bots),
             link,
             bots_per_match: connected.iter().filter_map(|b| b.match_id).fold(
                 BTreeMap::new(),
@@ -277,6 +322,16 @@ impl fmt::Display for Report {
             "shots               {} fired, {} hits ({} headshots), {} kills, {} rejected; agreement with the server {agreement}",
             self.shots, self.hits, self.headshots, self.kills, self.shots_rejected
         )?;
+        if let Some(c) = &self.cheaters {
+            let share = c
+                .extra_hit_share
+                .map_or("-".into(), |s| format!("{:.1}%", s * 100.0));
+            writeln!(
+                f,
+                "cheaters            {} bots ({}): {} shots, {} hits, {} of them hits an honest claim would have missed ({share} of their shots), {} rejected",
+                c.bots, c.cheat, c.shots, c.hits, c.extra_hits, c.rejected
+            )?;
+        }
         if !self.rejected_by_reason.is_empty() {
             let reasons: Vec<String> = self
                 .rejected_by_reason

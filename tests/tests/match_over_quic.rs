@@ -249,6 +249,47 @@ async fn bots_and_server_agree_on_hits_through_a_100_ms_lossy_link() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backtracking_cheaters_are_counted_apart_and_a_tight_tolerance_turns_them_away() {
+    // A tolerance far below the cheat's 150 ms lie and above an honest bot's error on
+    // loopback (its view clock, and the tick its input arrives in: about one tick).
+    let server = start_server(|c| c.view_tolerance_ms = 60).await;
+    let mut cfg = bots(&server, 6, 5.0);
+    cfg.behaviours = client_sim::Mix::one(client_sim::Behaviour::Strafe);
+    cfg.cheat = Some("backtrack:150".parse().unwrap());
+    cfg.cheaters = 0.5;
+    let report = client_sim::run(cfg).await.unwrap();
+    server.shutdown().await;
+    assert_eq!(report.bots_connected, 6, "{:?}", report.errors);
+    let c = report.cheaters.as_ref().expect("cheaters reported");
+    assert_eq!(c.bots, 3);
+    assert!(c.shots >= 10, "{} cheating shots", c.shots);
+    // Nearly every cheating shot is refused as untrusted (the last few may still be on their
+    // way when the bots stop).
+    let untrusted = c.rejected_by_reason.get("untrusted").copied().unwrap_or(0);
+    assert!(untrusted >= c.shots * 9 / 10, "{c:?}");
+    assert!(c.extra_hits <= c.hits && c.hits <= c.judged, "{c:?}");
+    // The honest half keeps its shots and its agreement; the cheaters are not in it.
+    let honest: Vec<_> = report
+        .per_bot
+        .iter()
+        .filter(|b| b.cheat.is_none())
+        .collect();
+    assert_eq!(honest.len(), 3);
+    let honest_untrusted: u64 = honest
+        .iter()
+        .map(|b| {
+            b.shots
+                .rejected_by_reason
+                .get("untrusted")
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(honest_untrusted, 0);
+    assert!(report.hit_agreement.expect("honest shots judged") >= 0.97);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bots_play_their_behaviours_through_their_links_and_stop_cleanly() {
     let server = start_server(|_| {}).await;
     let mut cfg = bots(&server, 4, 30.0);

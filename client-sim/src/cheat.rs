@@ -1,0 +1,92 @@
+//! Cheating bots, to measure what the server's checks let through. A cheater plays like its
+//! honest behaviour except where its cheat says otherwise, and counts what the cheat gained.
+
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+
+/// Most a backtracking cheater may claim to be behind, ms (a claim older than the bots keep
+/// snapshots for cannot be aimed).
+pub const MAX_BACKTRACK_MS: u32 = 900;
+
+/// A cheat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Cheat {
+    /// "Backtrack": every shot claims a view time `ms` earlier than the bot really saw, and is
+    /// aimed where the target was then (where an honest claim says it no longer is).
+    Backtrack { ms: u32 },
+}
+
+impl Cheat {
+    /// How many ticks earlier than the truth the claims are, at `hz`.
+    pub fn backtrack_ticks(&self, hz: u16) -> f64 {
+        match self {
+            Cheat::Backtrack { ms } => f64::from(*ms) * f64::from(hz) / 1000.0,
+        }
+    }
+}
+
+impl FromStr for Cheat {
+    type Err = String;
+
+    /// `backtrack:MS`.
+    fn from_str(s: &str) -> Result<Cheat, String> {
+        let (kind, arg) = s.split_once(':').unwrap_or((s, ""));
+        match kind {
+            "backtrack" => {
+                let ms: u32 = arg.parse().map_err(|_| {
+                    format!("cheat {s:?}: backtrack needs milliseconds, as in backtrack:150")
+                })?;
+                if ms == 0 || ms > MAX_BACKTRACK_MS {
+                    return Err(format!(
+                        "cheat {s:?}: backtrack must be 1 to {MAX_BACKTRACK_MS} ms"
+                    ));
+                }
+                Ok(Cheat::Backtrack { ms })
+            }
+            _ => Err(format!("unknown cheat {kind:?}; known: backtrack:MS")),
+        }
+    }
+}
+
+impl fmt::Display for Cheat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cheat::Backtrack { ms } => write!(f, "backtrack {ms} ms"),
+        }
+    }
+}
+
+/// Which bots cheat: the first `share` of them (bot `i` of `n` cheats if `i < round(n x share)`),
+/// so the split is exact and the same every run.
+pub fn cheats(index: usize, bots: usize, share: f64) -> bool {
+    (index as f64) < (bots as f64 * share.clamp(0.0, 1.0)).round()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cheats_parse_and_refuse_what_they_cannot_do() {
+        assert_eq!(
+            "backtrack:150".parse::<Cheat>(),
+            Ok(Cheat::Backtrack { ms: 150 })
+        );
+        assert!("backtrack".parse::<Cheat>().is_err());
+        assert!("backtrack:0".parse::<Cheat>().is_err());
+        assert!("backtrack:5000".parse::<Cheat>().is_err());
+        assert!("wallhack:1".parse::<Cheat>().is_err());
+        assert_eq!(Cheat::Backtrack { ms: 125 }.backtrack_ticks(64), 8.0);
+    }
+
+    #[test]
+    fn the_share_of_cheaters_is_exact() {
+        let n = (0..10).filter(|i| cheats(*i, 10, 0.3)).count();
+        assert_eq!(n, 3);
+        assert!(cheats(0, 10, 0.3) && !cheats(3, 10, 0.3));
+        assert_eq!((0..7).filter(|i| cheats(*i, 7, 1.0)).count(), 7);
+        assert_eq!((0..7).filter(|i| cheats(*i, 7, 0.0)).count(), 0);
+    }
+}
