@@ -173,10 +173,23 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                 e.shooter,
                 e.seq
             );
-            say!("claimed view time   {}", e.claimed_view);
             say!(
-                "server's estimate   {}",
-                e.estimated_view.as_deref().unwrap_or("-")
+                "claimed view time   {} (tick {} + {}/65536, as sent)",
+                e.claimed_view,
+                e.claimed.tick.0,
+                e.claimed.frac
+            );
+            say!(
+                "server's estimate   {} (arrived at tick {}, round trip {:.1} ms, less the interpolation delay); the claim is {:+.1} ms from it",
+                e.estimated_view.as_deref().unwrap_or("-"),
+                e.arrived_tick,
+                e.rtt_ms,
+                e.offset_ms
+            );
+            say!(
+                "aim                 yaw {}, pitch {} (angle steps, as sent)",
+                e.yaw,
+                e.pitch
             );
             match (&e.used_view, &e.rejected) {
                 (Some(u), _) => say!(
@@ -191,13 +204,14 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                 _ => {}
             }
             say!(
-                "ray                 from ({:.2}, {:.2}, {:.2}) along ({:.3}, {:.3}, {:.3})",
+                "ray                 from ({:.2}, {:.2}, {:.2}) along ({:.3}, {:.3}, {:.3}), at most {} m",
                 e.origin[0],
                 e.origin[1],
                 e.origin[2],
                 e.direction[0],
                 e.direction[1],
-                e.direction[2]
+                e.direction[2],
+                e.max_range_m
             );
             say!(
                 "verdict             {}{}",
@@ -232,6 +246,9 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                     p.actual[1],
                     p.actual[2]
                 );
+            }
+            for p in &e.left_out {
+                say!("  {:>3} {:<12} not rewound: {}", p.id, p.name, p.why);
             }
             Ok(())
         }

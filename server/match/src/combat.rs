@@ -2,15 +2,16 @@
 //! kills and respawns. Every decision is an event with everything needed to explain it.
 
 use crate::journal::ShotVerdict;
-use crate::lagcomp::{self, ViewCheck};
+use crate::lagcomp::{self, RewindPolicy, ViewCheck};
 use crate::Match;
 use glam::Vec3;
 use rewind_shared::hitbox::{Part, Ray};
 use rewind_shared::protocol::{
-    PlayerId, RejectReason, ServerControl, Shot, ShotOutcome, ShotResult,
+    PlayerId, RejectReason, ServerControl, Shot, ShotOutcome, ShotResult, ViewTime,
 };
 use rewind_shared::sim::PlayerState;
 use rewind_shared::Tick;
+use std::time::Duration;
 
 /// Something the match decided, kept with everything needed to explain it.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,6 +31,12 @@ pub struct ShotEvent {
     pub ray: Ray,
     /// Which instant the targets were rewound to, or why the shot was not judged.
     pub check: Result<ViewCheck, RejectReason>,
+    /// The server's own estimate of the shooter's view time ([`RewindPolicy::estimate`]),
+    /// whatever the check decided, and what it was made of: the tick the input first reached
+    /// the server and the shooter's round trip then.
+    pub estimate: ViewTime,
+    pub arrived: Tick,
+    pub rtt: Duration,
     pub outcome: ShotOutcome,
     /// Distance to the hit, metres.
     pub distance: Option<f32>,
@@ -105,6 +112,8 @@ impl Match {
             )
         };
         let shooter_id = shooter.id;
+        let rtt = shooter.rtt;
+        let estimate = RewindPolicy::estimate(arrived, rtt, self.config.tick_rate);
         let hit = match &check {
             Ok(c) => {
                 self.players[i].next_fire = self
@@ -153,6 +162,9 @@ impl Match {
             shot,
             ray,
             check,
+            estimate,
+            arrived,
+            rtt,
             outcome,
             distance: hit.map(|h| h.distance),
         };

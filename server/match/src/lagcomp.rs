@@ -72,6 +72,16 @@ impl RewindPolicy {
         ticks(self.window.min(MAX_WINDOW), rate).ceil() as usize + 2
     }
 
+    /// The server's own estimate of what a shooter saw when it sent an input that arrived at
+    /// tick `arrived`: that tick, less the round trip, less the interpolation delay.
+    pub fn estimate(arrived: Tick, rtt: Duration, rate: TickRate) -> ViewTime {
+        ViewTime {
+            tick: arrived,
+            frac: 0,
+        }
+        .offset(-(ticks(rtt, rate) + f64::from(INTERP_DELAY_TICKS)))
+    }
+
     /// Checks a claim. `newest` is the newest recorded tick, `arrived` the tick the shot's
     /// input first reached the server, `oldest` the oldest tick still in history.
     pub fn check(
@@ -87,11 +97,7 @@ impl RewindPolicy {
             tick: newest,
             frac: 0,
         };
-        let estimate = ViewTime {
-            tick: arrived,
-            frac: 0,
-        }
-        .offset(-(ticks(rtt, rate) + f64::from(INTERP_DELAY_TICKS)));
+        let estimate = RewindPolicy::estimate(arrived, rtt, rate);
         if !self.enabled {
             return Ok(ViewCheck {
                 claimed,
@@ -178,6 +184,32 @@ impl<'h> Rewind<'h> {
         interpolate(self.a.player(id)?, later, self.t)
     }
 
+    /// The players of either tick that cannot be hit at this instant, ascending by id, and why:
+    /// not in the match at one of the two ticks, or dead at one of them.
+    pub fn left_out(&self) -> Vec<(PlayerId, LeftOut)> {
+        let ids = self
+            .a
+            .players
+            .iter()
+            .chain(&self.b.players)
+            .map(|(id, _)| *id);
+        let mut ids: Vec<PlayerId> = ids.collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| {
+                let why = match (self.a.player(id), self.b.player(id)) {
+                    (None, _) => LeftOut::Absent(self.a.tick),
+                    (_, None) => LeftOut::Absent(self.b.tick),
+                    (Some(a), _) if a.flags & FLAG_DEAD != 0 => LeftOut::Dead(self.a.tick),
+                    (_, Some(b)) if b.flags & FLAG_DEAD != 0 => LeftOut::Dead(self.b.tick),
+                    _ => return None,
+                };
+                Some((id, why))
+            })
+            .collect()
+    }
+
     /// Every player that can be hit at this instant, rewound, ascending by id.
     pub fn players(&self) -> impl Iterator<Item = (PlayerId, Pose)> + '_ {
         self.b
@@ -218,6 +250,24 @@ impl<'h> Rewind<'h> {
         });
         let targets = candidates.filter_map(|(id, nb)| Some((*id, self.pose(*id, nb)?)));
         nearest_hit(ray, hitboxes, wall, targets)
+    }
+}
+
+/// Why a player is not in a rewound instant (a respawn or a join is never interpolated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeftOut {
+    /// Not in the match at that tick.
+    Absent(Tick),
+    /// Dead at that tick.
+    Dead(Tick),
+}
+
+impl std::fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeftOut::Absent(t) => write!(f, "not in the match at tick {}", t.0),
+            LeftOut::Dead(t) => write!(f, "dead at tick {}", t.0),
+        }
     }
 }
 
@@ -290,6 +340,38 @@ mod tests {
             .check(vt(1001, 0), Tick(1000), Tick(900), Tick(1000), rtt, RATE)
             .unwrap_err();
         assert_eq!(future, RejectReason::FromTheFuture { ahead_ms: 16 });
+    }
+
+    #[test]
+    fn a_rewind_says_who_it_left_out_and_why() {
+        use rewind_shared::sim::NetPlayer;
+        let alive = NetPlayer::default();
+        let dead = NetPlayer {
+            flags: FLAG_DEAD,
+            ..NetPlayer::default()
+        };
+        let mut h = History::new(4, 4);
+        // Player 1 alive throughout, 2 dead at tick 11, 3 joins at tick 11, 4 leaves after 10.
+        h.record(
+            Tick(10),
+            [(1, alive), (2, alive), (4, alive)].map(|(i, n)| (PlayerId(i), n)),
+        );
+        h.record(
+            Tick(11),
+            [(1, alive), (2, dead), (3, alive)].map(|(i, n)| (PlayerId(i), n)),
+        );
+        let r = Rewind::at(&h, vt(10, 32_768)).unwrap();
+        assert_eq!(
+            r.left_out(),
+            vec![
+                (PlayerId(2), LeftOut::Dead(Tick(11))),
+                (PlayerId(3), LeftOut::Absent(Tick(10))),
+                (PlayerId(4), LeftOut::Absent(Tick(11))),
+            ]
+        );
+        let rewound: Vec<PlayerId> = r.players().map(|(id, _)| id).collect();
+        assert_eq!(rewound, vec![PlayerId(1)], "exactly the others are rewound");
+        assert_eq!(LeftOut::Dead(Tick(11)).to_string(), "dead at tick 11");
     }
 
     #[test]

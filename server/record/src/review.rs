@@ -8,7 +8,8 @@ use crate::{Membership, ShotVerdict};
 use glam::Vec3;
 use rewind_match::lagcomp::Rewind;
 use rewind_shared::hitbox::{Part, Posed};
-use rewind_shared::protocol::{PlayerId, ShotOutcome};
+use rewind_shared::lagcomp::MAX_RANGE;
+use rewind_shared::protocol::{PlayerId, ShotOutcome, ViewTime};
 use rewind_shared::sim::{PlayerState, Stance};
 use rewind_shared::Tick;
 use serde::Serialize;
@@ -93,6 +94,14 @@ pub struct RewoundPose {
     pub actual: [f32; 3],
 }
 
+/// A player a rewind left out.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeftOutLine {
+    pub id: u16,
+    pub name: String,
+    pub why: String,
+}
+
 /// Everything about one shot.
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
@@ -102,10 +111,25 @@ pub struct Explanation {
     pub shooter_name: String,
     pub seq: u32,
     pub claimed_view: String,
+    /// The server's own estimate of the view time (the input's arrival tick, less the RTT,
+    /// less the interpolation delay), for every shot, rejected ones included.
     pub estimated_view: Option<String>,
     pub used_view: Option<String>,
     pub clamped: bool,
     pub rejected: Option<String>,
+    /// The raw evidence, for an independent re-judge: the claim as sent (tick and 1/65536
+    /// fraction) and the estimate in the same units, the claim's signed distance from the
+    /// estimate (ms, positive when the claim is later), the aim as sent (angle steps), the tick
+    /// the input first reached the server and the shooter's round trip then.
+    pub claimed: ViewTime,
+    pub estimate: ViewTime,
+    pub offset_ms: f64,
+    pub yaw: u16,
+    pub pitch: i16,
+    pub arrived_tick: u32,
+    pub rtt_ms: f64,
+    /// How far a ray is traced when no wall stops it, metres.
+    pub max_range_m: f32,
     pub origin: [f32; 3],
     pub direction: [f32; 3],
     pub verdict: String,
@@ -115,6 +139,9 @@ pub struct Explanation {
     /// The replay judged the shot again from the file and reached the recorded verdict.
     pub reproduced: bool,
     pub rewound: Vec<RewoundPose>,
+    /// Players of the two rewound ticks that could not be hit, and why (not in the match at
+    /// one of them, or dead at one: a join or a respawn is never interpolated).
+    pub left_out: Vec<LeftOutLine>,
     /// Map boxes (min, max), for pictures.
     pub walls: Vec<([f32; 3], [f32; 3])>,
 }
@@ -302,9 +329,19 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
     let hitboxes = *m.hitboxes();
     // What the judge traced the shot through: the very same rewind, for every player.
     let mut rewound = Vec::new();
+    let mut left_out = Vec::new();
     if let Ok(check) = &shot.check {
         let h = m.history();
         if let (Some(rewind), Some(now)) = (Rewind::at(h, check.used), h.get(shot.tick)) {
+            left_out = rewind
+                .left_out()
+                .into_iter()
+                .map(|(id, why)| LeftOutLine {
+                    id: id.0,
+                    name: names.get(&id).cloned().unwrap_or_default(),
+                    why: why.to_string(),
+                })
+                .collect();
             for (id, pose) in rewind.players().filter(|(id, _)| *id != shot.shooter) {
                 let posed: Posed = hitboxes.pose(pose.pos, pose.yaw, pose.stance);
                 let actual = now
@@ -335,10 +372,19 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
         shooter_name: names.get(&shot.shooter).cloned().unwrap_or_default(),
         seq: shot.seq,
         claimed_view: shot.shot.view.to_string(),
-        estimated_view: shot.check.as_ref().ok().map(|c| c.estimate.to_string()),
+        estimated_view: Some(shot.estimate.to_string()),
         used_view: shot.check.as_ref().ok().map(|c| c.used.to_string()),
         clamped: shot.check.as_ref().is_ok_and(|c| c.clamped),
         rejected: shot.check.as_ref().err().map(ToString::to_string),
+        claimed: shot.shot.view,
+        estimate: shot.estimate,
+        offset_ms: shot.shot.view.since(shot.estimate) * 1000.0
+            / f64::from(replayer.config.tick_rate.hz()),
+        yaw: shot.shot.yaw,
+        pitch: shot.shot.pitch,
+        arrived_tick: shot.arrived.0,
+        rtt_ms: shot.rtt.as_secs_f64() * 1000.0,
+        max_range_m: MAX_RANGE,
         origin: arr(shot.ray.origin),
         direction: arr(shot.ray.dir),
         verdict: verdict(&shot.outcome),
@@ -347,6 +393,7 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
         distance_m: shot.distance,
         reproduced: shot.outcome == recorded.outcome,
         rewound,
+        left_out,
         walls: replayer
             .map
             .boxes

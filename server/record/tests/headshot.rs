@@ -94,8 +94,9 @@ fn a_recorded_headshot_is_explained_from_the_file_alone() {
     // The shooter's screen: 150 ms of RTT and two ticks of interpolation behind.
     let behind =
         RTT.as_secs_f64() * f64::from(config.tick_rate.hz()) + f64::from(INTERP_DELAY_TICKS);
+    let sent_at = m.current_tick();
     let view = ViewTime {
-        tick: m.current_tick(),
+        tick: sent_at,
         frac: 0,
     }
     .offset(-behind);
@@ -143,6 +144,18 @@ fn a_recorded_headshot_is_explained_from_the_file_alone() {
         ("headshot", Some(target.0), Some(Part::Head))
     );
     assert_eq!(e.claimed_view, view.to_string());
+    // The raw evidence: the claim and the aim as sent, the estimate and what it was made of.
+    assert_eq!(e.claimed, view);
+    assert_eq!((e.yaw, e.pitch), (yaw, pitch));
+    assert_eq!(e.arrived_tick, sent_at.0);
+    assert!((e.rtt_ms - 150.0).abs() < 1e-9, "{}", e.rtt_ms);
+    assert_eq!(
+        e.estimate, view,
+        "an honest claim is the server's own estimate here"
+    );
+    assert_eq!(e.offset_ms, 0.0);
+    assert_eq!(e.max_range_m, 250.0);
+    assert!(e.left_out.is_empty(), "{:?}", e.left_out);
     assert_eq!(
         e.used_view.as_deref(),
         Some(view.to_string().as_str()),
