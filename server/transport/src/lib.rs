@@ -8,6 +8,7 @@
 pub mod conn;
 pub mod node;
 pub mod udp;
+pub mod window;
 
 pub use conn::{Conn, FrameError as ConnFrameError};
 pub use node::{Admission, ConnKey, Event, Node, Transmits};
@@ -50,7 +51,9 @@ pub enum TlsError {
 }
 
 /// Transport settings tuned for a game: frequent keep-alives, a short idle timeout, small
-/// datagram buffers (stale state is dropped, not queued) and a single control stream.
+/// datagram buffers (stale state is dropped, not queued), a single control stream and a
+/// congestion window that never throttles the game's own paced traffic
+/// ([`window::GAME_WINDOW`]).
 #[derive(Clone, Copy, Debug)]
 pub struct TransportSettings {
     pub keep_alive: Duration,
@@ -80,6 +83,7 @@ impl TransportSettings {
         t.datagram_send_buffer_size(self.datagram_buffer);
         t.max_concurrent_bidi_streams(1u32.into());
         t.max_concurrent_uni_streams(0u32.into());
+        t.congestion_controller_factory(Arc::new(window::GameWindowFactory::default()));
         Ok(t)
     }
 }
