@@ -30,8 +30,12 @@ use tracing::debug;
 pub const INTERP_DELAY_TICKS: f64 = rewind_shared::protocol::INTERP_DELAY_TICKS as f64;
 /// Statistics messages a bot keeps (a day at one a second).
 const MAX_STATS_KEPT: usize = 86_400;
-/// How long a bot whose time is up waits for the verdicts of its last shots.
+/// How long a bot whose time is up waits for the verdicts of its last shots: this, plus
+/// [`GRACE_RTTS`] of its round trips (a shot's input, then its verdict, each may need a
+/// retransmission on a lossy link; leaving earlier drops the inputs still buffered at the
+/// server, and with them their shots).
 const VERDICT_GRACE: Duration = Duration::from_secs(1);
+const GRACE_RTTS: u32 = 4;
 /// How often a bot samples its connection's RTT estimate.
 const RTT_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// How long before a shot a bot looks at its target, seconds: as a player tracks what it is
@@ -466,11 +470,11 @@ impl Bot {
                 .push(conn.rtt().as_micros().min(u128::from(u32::MAX)) as u32);
             play.next_rtt += RTT_SAMPLE_EVERY;
         }
-        // The run's end, or Ctrl-C: stop firing and wait (at most VERDICT_GRACE) for the
-        // verdicts of the shots still on their way, so every shot counted is one the server
-        // judged.
+        // The run's end, or Ctrl-C: stop firing and wait (at most VERDICT_GRACE and a few
+        // round trips) for the verdicts of the shots still on their way, so every shot counted
+        // is one the server judged.
         if play.grace.is_none() && (stop || now >= play.end) {
-            play.grace = Some(now + VERDICT_GRACE);
+            play.grace = Some(now + VERDICT_GRACE + conn.rtt() * GRACE_RTTS);
             if play.gunner.as_ref().is_none_or(|g| g.awaiting() == 0) {
                 return self.leave(ctx, conn);
             }
