@@ -16,6 +16,10 @@ use std::collections::VecDeque;
 pub(crate) const CATCH_UP_EVERY: u32 = 16;
 /// Most catch-up credit a player can bank.
 const CATCH_UP_MAX: u32 = 4 * CATCH_UP_EVERY;
+/// Ticks the next input in sequence is waited for when a later one is already here: datagrams
+/// overtake each other on a jittery link, and an input applied past a hole makes the missing
+/// one (and the shot it may carry) a duplicate when it lands.
+pub(crate) const REORDER_WAIT: u32 = 4;
 
 /// Why an input datagram broke the protocol (the sender is disconnected).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -93,6 +97,25 @@ impl InputBuffer {
         self.credit = (self.credit + 1).min(CATCH_UP_MAX);
     }
 
+    /// A tick that applied none of the player's inputs: it is owed a catch-up, so that inputs
+    /// held up by the network are applied once they arrive rather than lagging for good (a
+    /// player that withholds its inputs on purpose gains nothing: it stood still for each).
+    pub fn owe(&mut self) {
+        self.credit = (self.credit + CATCH_UP_EVERY).min(CATCH_UP_MAX);
+    }
+
+    /// Whether the next input waiting is the next in sequence.
+    fn in_order(&self) -> bool {
+        self.queue
+            .front()
+            .is_some_and(|(c, _)| self.applied == 0 || c.seq == self.applied + 1)
+    }
+
+    /// When the next input waiting first arrived.
+    fn front_arrived(&self) -> Option<Tick> {
+        self.queue.front().map(|(_, t)| *t)
+    }
+
     /// Pays for a catch-up input.
     pub fn spend(&mut self) {
         self.credit = self.credit.saturating_sub(CATCH_UP_EVERY);
@@ -104,14 +127,22 @@ impl InputBuffer {
 }
 
 /// The live source of a tick's inputs: each player's buffer, one input a tick, a second when
-/// the player is behind and has earned the credit for it.
+/// the player is behind and has earned the credit for it. An input that would skip a hole in
+/// the sequence waits up to [`REORDER_WAIT`] ticks for the missing one first.
 pub(crate) struct FromBuffers {
     pub catch_up_above: usize,
 }
 
 impl InputSource for FromBuffers {
-    fn next(&mut self, player: &mut Player, applied_now: u32, _tick: Tick) -> Option<Scheduled> {
+    fn next(&mut self, player: &mut Player, applied_now: u32, tick: Tick) -> Option<Scheduled> {
         let b = &mut player.inputs;
+        let in_order = b.in_order();
+        if !in_order {
+            let waited = b.front_arrived().map_or(0, |t| tick.since(t).max(0) as u32);
+            if applied_now != 0 || waited < REORDER_WAIT {
+                return None;
+            }
+        }
         let catch_up =
             applied_now == 1 && b.len() > self.catch_up_above && b.credit >= CATCH_UP_EVERY;
         if applied_now != 0 && !catch_up {

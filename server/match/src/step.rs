@@ -197,7 +197,10 @@ impl Match {
                 }
             }
             match applied_now {
-                0 => self.stats.starved += 1,
+                0 => {
+                    self.stats.starved += 1;
+                    p.inputs.owe();
+                }
                 MAX_INPUTS_PER_TICK => {
                     p.inputs.spend();
                     self.stats.inputs_catch_up += 1;
