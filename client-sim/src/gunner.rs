@@ -10,6 +10,7 @@ use rewind_shared::lagcomp::{interpolate, judge};
 use rewind_shared::map::Map;
 use rewind_shared::protocol::{PlayerId, Shot, ShotOutcome, ShotResult, ViewTime};
 use rewind_shared::sim::{aim, PlayerState, ANGLE_STEPS};
+use rewind_shared::snapshot::WorldSnapshot;
 use rewind_shared::Tick;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
@@ -45,6 +46,12 @@ pub struct ShotStats {
 }
 
 type Verdict = Option<(PlayerId, Part)>;
+
+/// The two snapshots a screen interpolated at `view` (unwrapped ticks), and how far between.
+fn shown_at(buffer: &SnapshotBuffer, view: f64) -> Option<(WorldSnapshot, WorldSnapshot, f32)> {
+    let (a, b, ua, ub) = buffer.bracket(view)?;
+    Some((a, b, ((view - ua as f64) / (ub - ua) as f64) as f32))
+}
 
 pub struct Gunner {
     rng: SmallRng,
@@ -98,8 +105,7 @@ impl Gunner {
             (whole, frac, whole + f64::from(frac) / 65_536.0)
         };
         let (whole, frac, claimed) = quantize(view - self.backtrack);
-        let (a, b, ua, ub) = buffer.bracket(claimed)?;
-        let t = ((claimed - ua as f64) / (ub - ua) as f64) as f32;
+        let (a, b, t) = shown_at(buffer, claimed)?;
         let eye = hitboxes.eye(me.pos, me.stance);
         let target = b
             .players
@@ -126,8 +132,7 @@ impl Gunner {
         // What the same ray would have met at the instant the bot really saw.
         let honest = (self.backtrack > 0.0).then(|| {
             let (_, _, truth) = quantize(view);
-            buffer.bracket(truth).and_then(|(a, b, ua, ub)| {
-                let t = ((truth - ua as f64) / (ub - ua) as f64) as f32;
+            shown_at(buffer, truth).and_then(|(a, b, t)| {
                 judge(&a, &b, t, my_id, &ray, map, hitboxes).map(|h| (h.target, h.part))
             })
         });
