@@ -53,7 +53,7 @@ enum Stage {
 struct Peer {
     stage: Stage,
     /// When the current handshake step began: the QUIC handshake, then (once established) the
-    /// control stream and the hello; each step has `handshake_timeout`.
+    /// control stream and the hello; each step has [`Relay::step_limit`].
     since: Instant,
     established: bool,
     name: String,

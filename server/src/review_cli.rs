@@ -181,7 +181,7 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
             );
             say!(
                 "server's estimate   {} (arrived at tick {}, round trip {:.1} ms, less the interpolation delay); the claim is {:+.1} ms from it",
-                e.estimated_view.as_deref().unwrap_or("-"),
+                e.estimated_view,
                 e.arrived_tick,
                 e.rtt_ms,
                 e.offset_ms
