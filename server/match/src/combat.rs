@@ -97,23 +97,18 @@ impl Match {
             (Some(n), Some(o)) => (n.tick, o.tick),
             _ => (self.tick, self.tick),
         };
+        let rtt = shooter.rtt;
+        let estimate = RewindPolicy::estimate(arrived, rtt, self.config.tick_rate);
         let check = if shooter_dead {
             Err(RejectReason::ShooterDead)
         } else if self.tick.is_before(shooter.next_fire) {
             Err(RejectReason::Cooldown)
         } else {
-            self.config.rewind.check(
-                shot.view,
-                newest,
-                oldest,
-                arrived,
-                shooter.rtt,
-                self.config.tick_rate,
-            )
+            self.config
+                .rewind
+                .check(shot.view, newest, oldest, estimate, self.config.tick_rate)
         };
         let shooter_id = shooter.id;
-        let rtt = shooter.rtt;
-        let estimate = RewindPolicy::estimate(arrived, rtt, self.config.tick_rate);
         let hit = match &check {
             Ok(c) => {
                 self.players[i].next_fire = self

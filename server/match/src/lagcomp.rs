@@ -82,22 +82,20 @@ impl RewindPolicy {
         .offset(-(ticks(rtt, rate) + f64::from(INTERP_DELAY_TICKS)))
     }
 
-    /// Checks a claim. `newest` is the newest recorded tick, `arrived` the tick the shot's
-    /// input first reached the server, `oldest` the oldest tick still in history.
+    /// Checks a claim against the server's `estimate` ([`RewindPolicy::estimate`]). `newest`
+    /// is the newest recorded tick, `oldest` the oldest tick still in history.
     pub fn check(
         &self,
         claimed: ViewTime,
         newest: Tick,
         oldest: Tick,
-        arrived: Tick,
-        rtt: Duration,
+        estimate: ViewTime,
         rate: TickRate,
     ) -> Result<ViewCheck, RejectReason> {
         let now = ViewTime {
             tick: newest,
             frac: 0,
         };
-        let estimate = RewindPolicy::estimate(arrived, rtt, rate);
         if !self.enabled {
             return Ok(ViewCheck {
                 claimed,
@@ -308,8 +306,7 @@ mod tests {
                 vt(991, 40_000),
                 Tick(1000),
                 Tick(900),
-                Tick(1000),
-                Duration::from_millis(100),
+                RewindPolicy::estimate(Tick(1000), Duration::from_millis(100), RATE),
                 RATE,
             )
             .unwrap();
@@ -323,7 +320,13 @@ mod tests {
         let p = RewindPolicy::default();
         let rtt = Duration::from_millis(20);
         let far = p
-            .check(vt(960, 0), Tick(1000), Tick(900), Tick(1000), rtt, RATE)
+            .check(
+                vt(960, 0),
+                Tick(1000),
+                Tick(900),
+                RewindPolicy::estimate(Tick(1000), rtt, RATE),
+                RATE,
+            )
             .unwrap_err();
         assert_eq!(
             far,
@@ -337,7 +340,13 @@ mod tests {
             "view time is 574 ms from the server's estimate, beyond the 200 ms tolerance"
         );
         let future = p
-            .check(vt(1001, 0), Tick(1000), Tick(900), Tick(1000), rtt, RATE)
+            .check(
+                vt(1001, 0),
+                Tick(1000),
+                Tick(900),
+                RewindPolicy::estimate(Tick(1000), rtt, RATE),
+                RATE,
+            )
             .unwrap_err();
         assert_eq!(future, RejectReason::FromTheFuture { ahead_ms: 16 });
     }
@@ -381,7 +390,13 @@ mod tests {
         let claim = vt(972, 26_000);
         let clamp = RewindPolicy::default();
         let c = clamp
-            .check(claim, Tick(1000), Tick(900), Tick(1000), rtt, RATE)
+            .check(
+                claim,
+                Tick(1000),
+                Tick(900),
+                RewindPolicy::estimate(Tick(1000), rtt, RATE),
+                RATE,
+            )
             .unwrap();
         assert!(c.clamped);
         assert_eq!(c.used, vt(984, 0));
@@ -390,7 +405,13 @@ mod tests {
             ..RewindPolicy::default()
         };
         let e = strict
-            .check(claim, Tick(1000), Tick(900), Tick(1000), rtt, RATE)
+            .check(
+                claim,
+                Tick(1000),
+                Tick(900),
+                RewindPolicy::estimate(Tick(1000), rtt, RATE),
+                RATE,
+            )
             .unwrap_err();
         assert_eq!(
             e,
@@ -405,9 +426,15 @@ mod tests {
             ..RewindPolicy::default()
         };
         assert_eq!(
-            off.check(vt(1, 0), Tick(1000), Tick(900), Tick(1000), rtt, RATE)
-                .unwrap()
-                .used,
+            off.check(
+                vt(1, 0),
+                Tick(1000),
+                Tick(900),
+                RewindPolicy::estimate(Tick(1000), rtt, RATE),
+                RATE
+            )
+            .unwrap()
+            .used,
             vt(1000, 0)
         );
     }
