@@ -55,7 +55,6 @@ struct Peer {
     /// When the current handshake step began: the QUIC handshake, then (once established) the
     /// control stream and the hello; each step has [`Relay::step_limit`].
     since: Instant,
-    established: bool,
     name: String,
     slot: Arc<InputSlot>,
     link: Arc<LinkInfo>,
@@ -227,7 +226,6 @@ impl Relay {
             Peer {
                 stage: Stage::Hello,
                 since: now,
-                established: false,
                 name: String::new(),
                 slot: Arc::new(InputSlot::new(self.config.input_slot)),
                 link: Arc::new(LinkInfo::default()),
@@ -240,7 +238,6 @@ impl Relay {
     fn established(&mut self, key: ConnKey, now: Instant) {
         if let Some(p) = self.peers.get_mut(&key) {
             if matches!(p.stage, Stage::Hello) {
-                p.established = true;
                 p.since = now;
             }
         }
@@ -513,19 +510,20 @@ impl Relay {
 
     /// Closes connections that did not say hello in time.
     fn expire_handshakes(&mut self, now: Instant) {
-        let late: Vec<(ConnKey, bool)> = self
+        let late: Vec<ConnKey> = self
             .peers
             .iter()
             .filter(|(k, p)| {
                 matches!(p.stage, Stage::Hello) && now >= p.since + self.step_limit(**k)
             })
-            .map(|(k, p)| (*k, p.established))
+            .map(|(k, _)| *k)
             .collect();
-        for (key, established) in late {
-            let why = match self.node.peek(key).map(|c| c.has_stream()) {
-                _ if !established => "QUIC handshake not finished in time",
-                Some(true) => "no hello received in time",
-                _ => "no control stream opened in time",
+        for key in late {
+            let conn = self.node.peek(key);
+            let why = match conn.map(|c| (c.is_connected(), c.has_stream())) {
+                Some((true, true)) => "no hello received in time",
+                Some((true, false)) => "no control stream opened in time",
+                _ => "QUIC handshake not finished in time",
             };
             self.refuse(key, CloseCode::Timeout, why);
         }
