@@ -97,7 +97,8 @@ fn main() {
                         frac: (rng >> 16) as u16,
                     }
                     .offset(-8.0);
-                    cmd.shot = Some(Shot { view, yaw, pitch });
+                    cmd.view = view;
+                    cmd.shot = Some(Shot { yaw, pitch });
                     m.set_rtt(*id, Duration::from_millis(100));
                 }
                 next_shot[k] = t + 16 + (rng % 24) as u32;

@@ -3,7 +3,7 @@
 use rewind_match::{Match, MatchConfig};
 use rewind_shared::hitbox::Hitboxes;
 use rewind_shared::map::{default_assets_dir, Map};
-use rewind_shared::protocol::{buttons, InputBatch, InputCmd, PlayerId, MAX_DATAGRAM};
+use rewind_shared::protocol::{buttons, InputBatch, InputCmd, PlayerId, ViewTime, MAX_DATAGRAM};
 use rewind_shared::Tick;
 use std::sync::Arc;
 
@@ -42,6 +42,10 @@ pub fn scripted_input(k: usize, seq: u32) -> InputCmd {
     InputCmd {
         seq,
         tick: Tick(seq),
+        view: ViewTime {
+            tick: Tick(seq.saturating_sub(3)),
+            frac: 0,
+        },
         move_fwd: if phase % 3 == 0 { -127 } else { 127 },
         move_right: ((phase * 37) % 255) as i8,
         yaw: (k as u32 * 7000 + seq * 90) as u16,

@@ -5,7 +5,7 @@
 //! write.
 
 use crate::behaviour::{self, Script};
-use crate::gunner::{Gunner, ShotStats};
+use crate::gunner::{view_time, Gunner, ShotStats};
 use crate::link::LinkStats;
 use crate::view::{Predictor, SnapshotBuffer, SnapshotClock};
 use crate::{Live, SimConfig};
@@ -353,8 +353,15 @@ impl Bot {
         let fires = ctx.cfg.fire && behaviour.fires();
         report.cheat = ctx.cfg.cheat_of(self.index).filter(|_| fires);
         let backtrack = report.cheat.map_or(0.0, |c| c.backtrack_ticks(tick_rate));
-        let gunner =
-            fires.then(|| Gunner::new(self.seed ^ 0x5107, ctx.cfg.aim_error_deg, backtrack));
+        let every_input = report.cheat.is_none_or(|c| c.every_input());
+        let gunner = fires.then(|| {
+            Gunner::new(
+                self.seed ^ 0x5107,
+                ctx.cfg.aim_error_deg,
+                backtrack,
+                every_input,
+            )
+        });
         // It sends an input every tick: its acknowledgements ride on them.
         conn.set_quiet(true);
         self.phase = Phase::Playing(Box::new(Play {
@@ -566,9 +573,13 @@ fn tick(
     }
     play.seq += 1;
     cmd.seq = play.seq;
+    cmd.view = match &play.gunner {
+        Some(g) => g.claim(view),
+        None => view_time(view).0,
+    };
     if let Some(g) = play.gunner.as_mut().filter(|_| play.grace.is_none()) {
         let after = sim::step(&state, &cmd, &play.map, play.dt);
-        cmd.shot = g.fire(
+        if let Some((shot, claimed)) = g.fire(
             local,
             play.seq,
             me,
@@ -577,7 +588,10 @@ fn tick(
             &play.buffer,
             &play.map,
             ctx.hitboxes,
-        );
+        ) {
+            cmd.shot = Some(shot);
+            cmd.view = claimed;
+        }
         report.shots.shots = g.stats.shots;
     }
     let ahead = conn.rtt().as_secs_f64() / f64::from(play.dt);

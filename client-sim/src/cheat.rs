@@ -13,39 +13,52 @@ pub const MAX_BACKTRACK_MS: u32 = 900;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Cheat {
-    /// "Backtrack": every shot claims a view time `ms` earlier than the bot really saw, and is
-    /// aimed where the target was then (where an honest claim says it no longer is).
+    /// "Backtrack", told consistently: every input claims a view time `ms` earlier than the
+    /// bot really saw, and every shot is aimed where the target was then (where an honest
+    /// claim says it no longer is). The server sees claims that advance as an honest client's
+    /// do, only late.
     Backtrack { ms: u32 },
+    /// The same lie told on the inputs that fire only: the claim jumps back `ms` at each shot.
+    Jump { ms: u32 },
 }
 
 impl Cheat {
     /// How many ticks earlier than the truth the claims are, at `hz`.
     pub fn backtrack_ticks(&self, hz: u16) -> f64 {
         match self {
-            Cheat::Backtrack { ms } => f64::from(*ms) * f64::from(hz) / 1000.0,
+            Cheat::Backtrack { ms } | Cheat::Jump { ms } => f64::from(*ms) * f64::from(hz) / 1000.0,
         }
+    }
+
+    /// Whether the lie is told on every input, not only on shots.
+    pub fn every_input(&self) -> bool {
+        matches!(self, Cheat::Backtrack { .. })
     }
 }
 
 impl FromStr for Cheat {
     type Err = String;
 
-    /// `backtrack:MS`.
+    /// `backtrack:MS` or `jump:MS`.
     fn from_str(s: &str) -> Result<Cheat, String> {
         let (kind, arg) = s.split_once(':').unwrap_or((s, ""));
-        match kind {
-            "backtrack" => {
-                let ms: u32 = arg.parse().map_err(|_| {
-                    format!("cheat {s:?}: backtrack needs milliseconds, as in backtrack:150")
-                })?;
-                if ms == 0 || ms > MAX_BACKTRACK_MS {
-                    return Err(format!(
-                        "cheat {s:?}: backtrack must be 1 to {MAX_BACKTRACK_MS} ms"
-                    ));
-                }
-                Ok(Cheat::Backtrack { ms })
+        let ms = || -> Result<u32, String> {
+            let ms: u32 = arg
+                .parse()
+                .map_err(|_| format!("cheat {s:?}: {kind} needs milliseconds, as in {kind}:150"))?;
+            if ms == 0 || ms > MAX_BACKTRACK_MS {
+                return Err(format!(
+                    "cheat {s:?}: {kind} must be 1 to {MAX_BACKTRACK_MS} ms"
+                ));
             }
-            _ => Err(format!("unknown cheat {kind:?}; known: backtrack:MS")),
+            Ok(ms)
+        };
+        match kind {
+            "backtrack" => Ok(Cheat::Backtrack { ms: ms()? }),
+            "jump" => Ok(Cheat::Jump { ms: ms()? }),
+            _ => Err(format!(
+                "unknown cheat {kind:?}; known: backtrack:MS, jump:MS"
+            )),
         }
     }
 }
@@ -54,6 +67,7 @@ impl fmt::Display for Cheat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Cheat::Backtrack { ms } => write!(f, "backtrack {ms} ms"),
+            Cheat::Jump { ms } => write!(f, "jump back {ms} ms at shots"),
         }
     }
 }
@@ -78,6 +92,9 @@ mod tests {
         assert!("backtrack:0".parse::<Cheat>().is_err());
         assert!("backtrack:5000".parse::<Cheat>().is_err());
         assert!("wallhack:1".parse::<Cheat>().is_err());
+        assert_eq!("jump:50".parse::<Cheat>(), Ok(Cheat::Jump { ms: 50 }));
+        assert!("jump:x".parse::<Cheat>().is_err());
+        assert!(Cheat::Backtrack { ms: 1 }.every_input() && !Cheat::Jump { ms: 1 }.every_input());
         assert_eq!(Cheat::Backtrack { ms: 125 }.backtrack_ticks(64), 8.0);
     }
 

@@ -53,6 +53,18 @@ fn shown_at(buffer: &SnapshotBuffer, view: f64) -> Option<(WorldSnapshot, WorldS
     Some((a, b, ((view - ua as f64) / (ub - ua) as f64) as f32))
 }
 
+/// A view time in unwrapped ticks as the protocol carries it (the fraction in 1/65536 tick,
+/// rounded down), and the instant that is exactly.
+pub fn view_time(v: f64) -> (ViewTime, f64) {
+    let whole = v.floor();
+    let frac = ((v - whole) * 65_536.0).floor().clamp(0.0, 65_535.0) as u16;
+    let vt = ViewTime {
+        tick: Tick(whole as i64 as u32),
+        frac,
+    };
+    (vt, whole + f64::from(frac) / 65_536.0)
+}
+
 pub struct Gunner {
     rng: SmallRng,
     next_shot: f64,
@@ -60,6 +72,8 @@ pub struct Gunner {
     error_steps: i32,
     /// A backtracking cheater's lie, ticks (0: honest).
     backtrack: f64,
+    /// The lie is told on every input (a consistent liar) rather than on shots only.
+    every_input: bool,
     /// Shots awaiting a verdict: the input's sequence number, the bot's own verdict at the
     /// instant it claimed, and for a cheater the verdict an honest claim would have got.
     pending: VecDeque<(u32, Verdict, Option<Verdict>)>,
@@ -67,21 +81,34 @@ pub struct Gunner {
 }
 
 impl Gunner {
-    /// `backtrack`: ticks a cheater claims to be behind what it saw (0 for an honest bot).
-    pub fn new(seed: u64, aim_error_deg: f32, backtrack: f64) -> Gunner {
+    /// `backtrack`: ticks a cheater claims to be behind what it saw (0 for an honest bot), on
+    /// every input or (`every_input` false) on the inputs that fire only.
+    pub fn new(seed: u64, aim_error_deg: f32, backtrack: f64, every_input: bool) -> Gunner {
         Gunner {
             rng: SmallRng::seed_from_u64(seed),
             next_shot: 0.5,
             error_steps: (aim_error_deg / 360.0 * ANGLE_STEPS).round() as i32,
             backtrack: backtrack.max(0.0),
+            every_input,
             pending: VecDeque::with_capacity(PENDING),
             stats: ShotStats::default(),
         }
     }
 
+    /// The view time an input that does not fire claims, when the screen shows `view`
+    /// (unwrapped ticks): the truth, or a consistent liar's lie.
+    pub fn claim(&self, view: f64) -> ViewTime {
+        let lie = if self.every_input {
+            self.backtrack
+        } else {
+            0.0
+        };
+        view_time(view - lie).0
+    }
+
     /// Maybe fires input `seq` at local time `local`. `me` is the bot's state after the
     /// input's movement (shots leave from there); `view` is the instant the screen shows,
-    /// in unwrapped ticks.
+    /// in unwrapped ticks. Returns the shot and the view time its input claims.
     #[allow(clippy::too_many_arguments)]
     pub fn fire(
         &mut self,
@@ -93,18 +120,13 @@ impl Gunner {
         buffer: &SnapshotBuffer,
         map: &Map,
         hitboxes: &Hitboxes,
-    ) -> Option<Shot> {
+    ) -> Option<(Shot, ViewTime)> {
         if local < self.next_shot || me.dead {
             return None;
         }
         // The claim, quantized first so that the verdict uses exactly the claimed instant; a
         // backtracking cheater claims an earlier one, and aims where its target was then.
-        let quantize = |v: f64| {
-            let whole = v.floor();
-            let frac = ((v - whole) * 65_536.0).floor().clamp(0.0, 65_535.0) as u16;
-            (whole, frac, whole + f64::from(frac) / 65_536.0)
-        };
-        let (whole, frac, claimed) = quantize(view - self.backtrack);
+        let (sent, claimed) = view_time(view - self.backtrack);
         let (a, b, t) = shown_at(buffer, claimed)?;
         let eye = hitboxes.eye(me.pos, me.stance);
         let target = b
@@ -131,7 +153,7 @@ impl Gunner {
         let verdict = judge(&a, &b, t, my_id, &ray, map, hitboxes);
         // What the same ray would have met at the instant the bot really saw.
         let honest = (self.backtrack > 0.0).then(|| {
-            let (_, _, truth) = quantize(view);
+            let (_, truth) = view_time(view);
             shown_at(buffer, truth).and_then(|(a, b, t)| {
                 judge(&a, &b, t, my_id, &ray, map, hitboxes).map(|h| (h.target, h.part))
             })
@@ -143,14 +165,7 @@ impl Gunner {
             .push_back((seq, verdict.map(|h| (h.target, h.part)), honest));
         self.stats.shots += 1;
         self.next_shot = local + self.rng.random_range(0.25..0.6);
-        Some(Shot {
-            view: ViewTime {
-                tick: Tick(whole as i64 as u32),
-                frac,
-            },
-            yaw,
-            pitch,
-        })
+        Some((Shot { yaw, pitch }, sent))
     }
 
     /// Compares the server's verdict with the bot's own.

@@ -65,8 +65,9 @@ struct Args {
     #[arg(long, default_value_t = 0.8)]
     aim_error_deg: f32,
     /// A cheat for the firing bots to play, to measure what the server lets through:
-    /// `backtrack:MS` claims every shot's view time MS earlier than the bot saw and aims where
-    /// the target was then.
+    /// `backtrack:MS` claims every input's view time MS earlier than the bot saw (a consistent
+    /// lie) and aims each shot where the target was then; `jump:MS` tells the same lie on the
+    /// inputs that fire only.
     #[arg(long)]
     cheat: Option<client_sim::cheat::Cheat>,
     /// Percent of the bots that play --cheat (the first ones).

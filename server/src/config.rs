@@ -2,7 +2,7 @@
 //! (`rewind-server --config server.toml`) and overridable by flags. `docs/configuration.md`
 //! lists the same settings for operators.
 
-use rewind_match::lagcomp::{RewindPolicy, MAX_WINDOW};
+use rewind_match::lagcomp::{RewindPolicy, MAX_BAND, MAX_WINDOW};
 use rewind_match::MatchConfig;
 use rewind_shared::hitbox::Hitboxes;
 use rewind_shared::map::{self, Map};
@@ -89,8 +89,14 @@ pub struct ServerConfig {
     pub lag_compensation: bool,
     /// How far back shots may be judged, ms. Default 250, at most 1000.
     pub rewind_window_ms: u64,
-    /// How far a claimed view time may be from the server's estimate, ms. Default 200.
-    pub view_tolerance_ms: u64,
+    /// The band below the server's estimate that a claimed view time may reach is this margin
+    /// plus four times the connection's arrival jitter (at least one tick), ms. Default 8.
+    pub view_band_margin_ms: u64,
+    /// The widest a connection's band grows, ms. Default 100, at most 1000.
+    pub view_band_max_ms: u64,
+    /// A claim further before the estimate than its band is rejected (true) rather than judged
+    /// at the band's edge (false, default).
+    pub reject_outside_band: bool,
     /// A trusted claim older than the window is clamped to its edge (true, default) or rejected.
     pub clamp_old_shots: bool,
     /// Shortest time between two shots of a player, ms. Default 100.
@@ -150,7 +156,9 @@ impl Default for ServerConfig {
             downstream_kbps: None,
             lag_compensation: m.rewind.enabled,
             rewind_window_ms: m.rewind.window.as_millis() as u64,
-            view_tolerance_ms: m.rewind.tolerance.as_millis() as u64,
+            view_band_margin_ms: m.rewind.band_margin.as_millis() as u64,
+            view_band_max_ms: m.rewind.band_max.as_millis() as u64,
+            reject_outside_band: m.rewind.reject_outside_band,
             clamp_old_shots: m.rewind.clamp_old,
             fire_cooldown_ms: m.fire_cooldown.as_millis() as u64,
             respawn_ms: m.respawn_delay.as_millis() as u64,
@@ -286,10 +294,16 @@ impl ServerConfig {
             "rewind_window_ms",
             "1 to 1000",
         )?;
+        let band = MAX_BAND.as_millis() as u64;
         check(
-            self.view_tolerance_ms >= 1,
-            "view_tolerance_ms",
-            "at least 1",
+            self.view_band_margin_ms <= band,
+            "view_band_margin_ms",
+            "0 to 1000",
+        )?;
+        check(
+            (1..=band).contains(&self.view_band_max_ms),
+            "view_band_max_ms",
+            "1 to 1000",
         )?;
         check(
             self.respawn_ms > self.rewind_window_ms,
@@ -314,7 +328,9 @@ impl ServerConfig {
             rewind: RewindPolicy {
                 enabled: self.lag_compensation,
                 window: Duration::from_millis(self.rewind_window_ms),
-                tolerance: Duration::from_millis(self.view_tolerance_ms),
+                band_margin: Duration::from_millis(self.view_band_margin_ms),
+                band_max: Duration::from_millis(self.view_band_max_ms),
+                reject_outside_band: self.reject_outside_band,
                 clamp_old: self.clamp_old_shots,
             },
             fire_cooldown: Duration::from_millis(self.fire_cooldown_ms),

@@ -551,7 +551,9 @@ fn log_event(event: &GameEvent) {
                 claimed = %c.claimed,
                 estimate = %c.estimate,
                 used = %c.used,
-                clamped = c.clamped,
+                clamp = c.clamp.map(|c| c.name()),
+                band_us = s.context.band_us,
+                jumped = s.context.jumped,
                 outcome = ?s.outcome,
                 "shot judged"
             ),

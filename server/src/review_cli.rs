@@ -186,20 +186,24 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                 e.rtt_ms,
                 e.offset_ms
             );
+            if e.jumped {
+                say!("band                none: the claim jumped back from the previous input's");
+            } else {
+                say!(
+                    "band                {:.1} ms before the estimate (from the connection's arrival jitter)",
+                    e.band_ms
+                );
+            }
             say!(
                 "aim                 yaw {}, pitch {} (angle steps, as sent)",
                 e.yaw,
                 e.pitch
             );
             match (&e.used_view, &e.rejected) {
-                (Some(u), _) => say!(
-                    "judged at           {u}{}",
-                    if e.clamped {
-                        " (clamped to the window)"
-                    } else {
-                        ""
-                    }
-                ),
+                (Some(u), _) => match &e.clamp {
+                    Some(why) => say!("judged at           {u} ({why})"),
+                    None => say!("judged at           {u} (the claim)"),
+                },
                 (None, Some(r)) => say!("not judged          {r}"),
                 _ => {}
             }

@@ -13,9 +13,9 @@ use crate::tick::Tick;
 use serde::{Deserialize, Serialize};
 
 /// Bumped on any incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// TLS application protocol; it names the version too, so a mismatched client fails the handshake.
-pub const ALPN: &[u8] = b"rewind/4";
+pub const ALPN: &[u8] = b"rewind/5";
 /// Longest player name, in bytes of UTF-8.
 pub const MAX_NAME_BYTES: usize = 32;
 /// Longest join token, in bytes.
@@ -152,8 +152,8 @@ pub enum RejectReason {
     FromTheFuture { ahead_ms: u32 },
     #[error("view time is {age_ms} ms old, beyond the {window_ms} ms rewind window")]
     TooOld { age_ms: u32, window_ms: u32 },
-    #[error("view time is {off_ms} ms from the server's estimate, beyond the {tolerance_ms} ms tolerance")]
-    Untrusted { off_ms: u32, tolerance_ms: u32 },
+    #[error("view time is {off_ms} ms before the server's estimate, beyond the connection's {band_ms} ms band")]
+    Untrusted { off_ms: u32, band_ms: u32 },
     #[error("the shooter is dead")]
     ShooterDead,
     #[error("the weapon is cooling down")]
@@ -233,11 +233,9 @@ impl std::fmt::Display for ViewTime {
     }
 }
 
-/// A trigger pull: what the shooter was looking at, and when.
+/// A trigger pull: where the shooter aimed. It is judged at its input's [`InputCmd::view`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shot {
-    /// The instant the shooter's screen showed (between the two snapshots it interpolated).
-    pub view: ViewTime,
     /// Aim, in the same steps as the view angles.
     pub yaw: u16,
     pub pitch: i16,
@@ -250,6 +248,10 @@ pub struct InputCmd {
     pub seq: u32,
     /// The server tick the client believed it was at when sampling this input.
     pub tick: Tick,
+    /// The instant the client's screen showed other players when it sampled this input
+    /// (between the two snapshots it interpolated): its view time. Every input carries one,
+    /// so the server sees the claims advance; a shot is judged at its input's.
+    pub view: ViewTime,
     /// Forward/back axis, -127..=127 (full speed at ±127).
     pub move_fwd: i8,
     /// Strafe axis, -127..=127, positive to the right.
@@ -375,6 +377,10 @@ mod tests {
         let mut cmd = InputCmd {
             seq: 1000,
             tick: Tick(305),
+            view: ViewTime {
+                tick: Tick(297),
+                frac: 32_768,
+            },
             move_fwd: 127,
             move_right: -127,
             yaw: 16_384,
@@ -394,26 +400,22 @@ mod tests {
         };
         assert_eq!(
             hex(&codec::encode(&inputs).unwrap()),
-            "00 01 fb 2c 01 01 fb e8 03 fb 31 01 7f 81 fb 00 40 c7 01 00"
+            "00 01 fb 2c 01 01 fb e8 03 fb 31 01 fb 29 01 fb 00 80 7f 81 fb 00 40 c7 01 00"
         );
         cmd.shot = Some(Shot {
-            view: ViewTime {
-                tick: Tick(297),
-                frac: 32_768,
-            },
             yaw: 16_000,
             pitch: -120,
         });
         assert_eq!(
             hex(&codec::encode(&cmd).unwrap()),
-            "fb e8 03 fb 31 01 7f 81 fb 00 40 c7 01 01 fb 29 01 fb 00 80 fb 80 3e ef"
+            "fb e8 03 fb 31 01 fb 29 01 fb 00 80 7f 81 fb 00 40 c7 01 01 fb 80 3e ef"
         );
         let hello = Hello {
-            protocol_version: 4,
+            protocol_version: 5,
             name: "ana".into(),
             token: String::new(),
         };
-        assert_eq!(hex(&codec::encode(&hello).unwrap()), "04 03 61 6e 61 00");
+        assert_eq!(hex(&codec::encode(&hello).unwrap()), "05 03 61 6e 61 00");
         let roster = ServerControl::Roster {
             players: vec![
                 RosterEntry {

@@ -283,10 +283,10 @@ async fn honest_inputs_and_shots_all_count_through_a_poor_link() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backtracking_cheaters_are_counted_apart_and_a_tight_tolerance_turns_them_away() {
-    // A tolerance far below the cheat's 150 ms lie and above an honest bot's error on
-    // loopback (its view clock, and the tick its input arrives in: about one tick).
-    let server = start_server(|c| c.view_tolerance_ms = 60).await;
+async fn backtracking_cheaters_are_counted_apart_and_a_strict_band_turns_them_away() {
+    // On loopback a connection's band is a tick or two, far below the cheat's 150 ms lie and
+    // above an honest bot's error (its view clock, and the tick its input arrives in).
+    let server = start_server(|c| c.reject_outside_band = true).await;
     let mut cfg = bots(&server, 6, 5.0);
     cfg.behaviours = client_sim::Mix::one(client_sim::Behaviour::Strafe);
     cfg.cheat = Some("backtrack:150".parse().unwrap());

@@ -2,7 +2,7 @@
 //! kills and respawns. Every decision is an event with everything needed to explain it.
 
 use crate::journal::ShotVerdict;
-use crate::lagcomp::{self, RewindPolicy, ViewCheck};
+use crate::lagcomp::{self, RewindPolicy, ShotContext, ViewCheck};
 use crate::Match;
 use glam::Vec3;
 use rewind_shared::hitbox::{Part, Ray};
@@ -11,7 +11,6 @@ use rewind_shared::protocol::{
 };
 use rewind_shared::sim::PlayerState;
 use rewind_shared::Tick;
-use std::time::Duration;
 
 /// Something the match decided, kept with everything needed to explain it.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,17 +25,20 @@ pub struct ShotEvent {
     pub tick: Tick,
     pub shooter: PlayerId,
     pub seq: u32,
+    /// The aim.
     pub shot: Shot,
+    /// The view time the shot's input claimed.
+    pub claimed: ViewTime,
     /// From the shooter's eyes after the input's movement, along the shot's aim.
     pub ray: Ray,
     /// Which instant the targets were rewound to, or why the shot was not judged.
     pub check: Result<ViewCheck, RejectReason>,
     /// The server's own estimate of the shooter's view time ([`RewindPolicy::estimate`]),
     /// whatever the check decided, and what it was made of: the tick the input first reached
-    /// the server and the shooter's round trip then.
+    /// the server, and the shooter's round trip then (with its band and jump flag).
     pub estimate: ViewTime,
     pub arrived: Tick,
-    pub rtt: Duration,
+    pub context: ShotContext,
     pub outcome: ShotOutcome,
     /// Distance to the hit, metres.
     pub distance: Option<f32>,
@@ -49,8 +51,11 @@ pub(crate) struct PendingShot {
     pub player: usize,
     pub seq: u32,
     pub shot: Shot,
+    /// Its input's view time.
+    pub claimed: ViewTime,
     /// The tick its input first reached the server.
     pub arrived: Tick,
+    pub context: ShotContext,
     /// Where the shooter's eyes were right after this input's movement: the ray leaves from
     /// there, whatever a later input of the same tick (a catch-up) did.
     pub eye: Vec3,
@@ -86,7 +91,9 @@ impl Match {
             player: i,
             seq,
             shot,
+            claimed,
             arrived,
+            context,
             eye,
             shooter_dead,
         } = pending;
@@ -97,16 +104,20 @@ impl Match {
             (Some(n), Some(o)) => (n.tick, o.tick),
             _ => (self.tick, self.tick),
         };
-        let rtt = shooter.rtt;
-        let estimate = RewindPolicy::estimate(arrived, rtt, self.config.tick_rate);
+        let estimate = RewindPolicy::estimate(arrived, context.rtt(), self.config.tick_rate);
         let check = if shooter_dead {
             Err(RejectReason::ShooterDead)
         } else if self.tick.is_before(shooter.next_fire) {
             Err(RejectReason::Cooldown)
         } else {
-            self.config
-                .rewind
-                .check(shot.view, newest, oldest, estimate, self.config.tick_rate)
+            self.config.rewind.check(
+                claimed,
+                newest,
+                oldest,
+                estimate,
+                context,
+                self.config.tick_rate,
+            )
         };
         let shooter_id = shooter.id;
         let hit = match &check {
@@ -114,7 +125,12 @@ impl Match {
                 self.players[i].next_fire = self
                     .tick
                     .plus(self.config.ticks_of(self.config.fire_cooldown));
-                self.stats.shots_clamped += u64::from(c.clamped);
+                self.stats.shots_clamped += u64::from(c.clamped());
+                match c.clamp {
+                    Some(lagcomp::Clamp::Band) => self.stats.shots_band += 1,
+                    Some(lagcomp::Clamp::Jump) => self.stats.shots_jumped += 1,
+                    _ => {}
+                }
                 lagcomp::rewind_and_trace(
                     &self.history,
                     c.used,
@@ -135,7 +151,7 @@ impl Match {
             (Ok(_), None) => ShotOutcome::Miss,
             (Ok(_), Some(h)) => self.damage(shooter_id, h.target, h.part),
         };
-        let view = check.as_ref().map_or(shot.view, |c| c.used);
+        let view = check.as_ref().map_or(claimed, |c| c.used);
         let result = ShotResult {
             shooter: shooter_id,
             seq,
@@ -155,11 +171,12 @@ impl Match {
             shooter: shooter_id,
             seq,
             shot,
+            claimed,
             ray,
             check,
             estimate,
             arrived,
-            rtt,
+            context,
             outcome,
             distance: hit.map(|h| h.distance),
         };

@@ -151,7 +151,7 @@ impl InputSource for FromBuffers {
         b.pop().map(|(cmd, arrived)| Scheduled {
             cmd,
             arrived,
-            rtt: None,
+            context: None,
         })
     }
 }
@@ -206,9 +206,12 @@ impl Match {
         let mut overflowed = 0;
         for cmd in &batch.inputs {
             match p.inputs.insert(*cmd, now, bound) {
-                Buffered::Kept => {}
+                Buffered::Kept => p.view.arrived(cmd.seq, now),
                 Buffered::Duplicate => self.stats.inputs_duplicate += 1,
-                Buffered::Overflowed => overflowed += 1,
+                Buffered::Overflowed => {
+                    p.view.arrived(cmd.seq, now);
+                    overflowed += 1;
+                }
             }
         }
         if overflowed > 0 {

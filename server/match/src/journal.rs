@@ -7,6 +7,7 @@
 //! [`crate::Match::replay`]. Every size here is bounded by the match, not by what a peer sends.
 
 use crate::combat::ShotEvent;
+use crate::lagcomp::ShotContext;
 use rewind_shared::protocol::{InputCmd, PlayerId, Shot, ViewTime};
 use rewind_shared::sim::NetPlayer;
 use rewind_shared::snapshot::WorldSnapshot;
@@ -30,18 +31,21 @@ pub struct AppliedInput {
     pub seq_offset: i64,
     /// `cmd.tick - tick`, wrapping.
     pub tick_offset: i32,
+    /// The view time: ticks before the applied tick (wrapping), and the fraction.
+    pub view_ago: i32,
+    pub view_frac: u16,
     pub move_fwd: i8,
     pub move_right: i8,
     pub yaw: [u8; 2],
     pub pitch: [u8; 2],
     pub buttons: u8,
-    /// A shot: view time as ticks before the applied tick plus the fraction, and the aim.
-    pub shot: Option<(u32, u16, [u8; 2], [u8; 2])>,
+    /// A shot's aim.
+    pub shot: Option<([u8; 2], [u8; 2])>,
     /// How many ticks before the tick it was applied in the input first reached the server.
     pub arrived_ago: u32,
-    /// The shooter's RTT in microseconds, recorded with inputs that carry a shot (it decides
-    /// the server's estimate of the view time).
-    pub rtt_us: Option<u32>,
+    /// With inputs that carry a shot: the shooter's RTT, band and jump flag then (they decide
+    /// the server's estimate and the band the claim was checked against).
+    pub context: Option<ShotContext>,
 }
 
 impl AppliedInput {
@@ -51,27 +55,24 @@ impl AppliedInput {
         cmd: &InputCmd,
         tick: Tick,
         arrived: Tick,
-        rtt_us: Option<u32>,
+        context: Option<ShotContext>,
     ) -> AppliedInput {
         AppliedInput {
             player,
             seq_offset: i64::from(cmd.seq) - i64::from(tick.0),
             tick_offset: cmd.tick.since(tick),
+            view_ago: tick.since(cmd.view.tick),
+            view_frac: cmd.view.frac,
             move_fwd: cmd.move_fwd,
             move_right: cmd.move_right,
             yaw: cmd.yaw.to_le_bytes(),
             pitch: cmd.pitch.to_le_bytes(),
             buttons: cmd.buttons,
-            shot: cmd.shot.map(|s| {
-                (
-                    tick.since(s.view.tick) as u32,
-                    s.view.frac,
-                    s.yaw.to_le_bytes(),
-                    s.pitch.to_le_bytes(),
-                )
-            }),
+            shot: cmd
+                .shot
+                .map(|s| (s.yaw.to_le_bytes(), s.pitch.to_le_bytes())),
             arrived_ago: tick.since(arrived).max(0) as u32,
-            rtt_us,
+            context,
         }
     }
 
@@ -80,16 +81,16 @@ impl AppliedInput {
         InputCmd {
             seq: i64::from(tick.0).wrapping_add(self.seq_offset) as u32,
             tick: Tick(tick.0.wrapping_add(self.tick_offset as u32)),
+            view: ViewTime {
+                tick: Tick(tick.0.wrapping_sub(self.view_ago as u32)),
+                frac: self.view_frac,
+            },
             move_fwd: self.move_fwd,
             move_right: self.move_right,
             yaw: u16::from_le_bytes(self.yaw),
             pitch: i16::from_le_bytes(self.pitch),
             buttons: self.buttons,
-            shot: self.shot.map(|(ago, frac, yaw, pitch)| Shot {
-                view: ViewTime {
-                    tick: tick.minus(ago),
-                    frac,
-                },
+            shot: self.shot.map(|(yaw, pitch)| Shot {
                 yaw: u16::from_le_bytes(yaw),
                 pitch: i16::from_le_bytes(pitch),
             }),
@@ -278,16 +279,18 @@ mod tests {
                 yaw: 65_000,
                 pitch: -16_000,
                 buttons: buttons::CROUCH,
-                shot: Some(Shot {
-                    view: ViewTime {
-                        tick: tick.minus(9),
-                        frac: 123,
-                    },
-                    yaw: 7,
-                    pitch: -7,
-                }),
+                view: ViewTime {
+                    tick: tick.minus(9),
+                    frac: 123,
+                },
+                shot: Some(Shot { yaw: 7, pitch: -7 }),
             };
-            let a = AppliedInput::new(PlayerId(3), &cmd, tick, tick.minus(2), Some(100_000));
+            let context = ShotContext {
+                rtt_us: 100_000,
+                band_us: 31_250,
+                jumped: true,
+            };
+            let a = AppliedInput::new(PlayerId(3), &cmd, tick, tick.minus(2), Some(context));
             assert_eq!(a.cmd(tick), cmd);
             assert_eq!(a.arrived(tick), tick.minus(2));
         }

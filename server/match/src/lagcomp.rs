@@ -22,9 +22,16 @@ pub struct RewindPolicy {
     /// How far back a shot may be judged. Default 250 ms, at most 1 s. Longer favours
     /// high-latency shooters at the expense of their targets ("shot behind the wall").
     pub window: Duration,
-    /// How far a claimed view time may be from the server's estimate (newest tick - RTT -
-    /// interpolation delay) and still be trusted. Default 200 ms, as Valve uses.
-    pub tolerance: Duration,
+    /// The band below the server's estimate that a claim may reach is this margin plus
+    /// [`BAND_SPREAD`] times the connection's arrival jitter, at least one tick. Default 8 ms:
+    /// wider gives a backtracking cheater more, narrower moves more honest shots.
+    pub band_margin: Duration,
+    /// The widest the band grows, however jittery the connection (or a player faking it).
+    /// Default 100 ms.
+    pub band_max: Duration,
+    /// A claim further before the estimate than its band is judged at the band's edge
+    /// (default, false) or rejected as [`RejectReason::Untrusted`] (true).
+    pub reject_outside_band: bool,
     /// A trusted claim older than the window is clamped to the window's edge (default true,
     /// as Source does) or, when false, rejected.
     pub clamp_old: bool,
@@ -35,7 +42,9 @@ impl Default for RewindPolicy {
         RewindPolicy {
             enabled: true,
             window: Duration::from_millis(250),
-            tolerance: Duration::from_millis(200),
+            band_margin: Duration::from_millis(8),
+            band_max: Duration::from_millis(100),
+            reject_outside_band: false,
             clamp_old: true,
         }
     }
@@ -43,6 +52,70 @@ impl Default for RewindPolicy {
 
 /// Longest rewind window accepted.
 pub const MAX_WINDOW: Duration = Duration::from_secs(1);
+/// Widest view-time band accepted.
+pub const MAX_BAND: Duration = Duration::from_secs(1);
+/// How many arrival-jitter deviations the band spans (like the four RTT deviations of
+/// TCP's retransmission timeout).
+pub const BAND_SPREAD: f64 = 4.0;
+
+/// What the server knew of the shooter's connection when a shot arrived: it decides the
+/// estimate and the band, and a recording keeps it with the shot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShotContext {
+    /// The shooter's round trip, microseconds (QUIC's smoothed RTT).
+    pub rtt_us: u32,
+    /// How far before the estimate the claim may lie, microseconds.
+    pub band_us: u32,
+    /// The claim jumped back from the previous input's: it gets no band.
+    pub jumped: bool,
+}
+
+impl ShotContext {
+    pub fn rtt(&self) -> Duration {
+        Duration::from_micros(u64::from(self.rtt_us))
+    }
+
+    pub fn band(&self) -> Duration {
+        Duration::from_micros(u64::from(self.band_us))
+    }
+}
+
+/// Why a shot was judged at another instant than its claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Clamp {
+    /// The claim jumped back from the connection's previous claims: judged at the estimate.
+    Jump,
+    /// The claim lay further before the estimate than the connection's band: judged at the
+    /// band's edge.
+    Band,
+    /// Older than the rewind window: judged at the window's edge.
+    Window,
+    /// Older than the history held (early in a match): judged at the oldest tick.
+    History,
+}
+
+impl Clamp {
+    /// A short stable name, for counters and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Clamp::Jump => "jump",
+            Clamp::Band => "band",
+            Clamp::Window => "window",
+            Clamp::History => "history",
+        }
+    }
+}
+
+impl std::fmt::Display for Clamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Clamp::Jump => "the claim jumped back from the previous input's: judged at the server's estimate",
+            Clamp::Band => "the claim was further before the server's estimate than the connection's band: judged at the band's edge",
+            Clamp::Window => "older than the rewind window: judged at the window's edge",
+            Clamp::History => "older than the history held: judged at the oldest tick",
+        })
+    }
+}
 
 /// The instant a shot is judged at, and how it was chosen.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -53,7 +126,14 @@ pub struct ViewCheck {
     /// What the targets are rewound to (`claimed`, or the clamped claim, or the newest tick
     /// when lag compensation is off).
     pub used: ViewTime,
-    pub clamped: bool,
+    /// Why `used` is not `claimed` (the last rule that moved it), if it is not.
+    pub clamp: Option<Clamp>,
+}
+
+impl ViewCheck {
+    pub fn clamped(&self) -> bool {
+        self.clamp.is_some()
+    }
 }
 
 fn ticks(d: Duration, rate: TickRate) -> f64 {
@@ -82,14 +162,28 @@ impl RewindPolicy {
         .offset(-(ticks(rtt, rate) + f64::from(INTERP_DELAY_TICKS)))
     }
 
-    /// Checks a claim against the server's `estimate` ([`RewindPolicy::estimate`]). `newest`
-    /// is the newest recorded tick, `oldest` the oldest tick still in history.
+    /// The band of a connection whose arrival jitter is `jitter` ticks: the margin plus
+    /// [`BAND_SPREAD`] jitters, at least one tick and at most `band_max`, in whole
+    /// microseconds.
+    pub fn band(&self, jitter: f64, rate: TickRate) -> Duration {
+        let tick = rate.dt() as f64;
+        let spread = BAND_SPREAD * jitter.max(0.0) * tick;
+        let s = (self.band_margin.as_secs_f64() + spread)
+            .max(tick)
+            .min(self.band_max.min(MAX_BAND).as_secs_f64().max(tick));
+        Duration::from_micros((s * 1e6).round() as u64)
+    }
+
+    /// Checks a claim against the server's `estimate` ([`RewindPolicy::estimate`]) and the
+    /// connection's band. `newest` is the newest recorded tick, `oldest` the oldest tick still
+    /// in history.
     pub fn check(
         &self,
         claimed: ViewTime,
         newest: Tick,
         oldest: Tick,
         estimate: ViewTime,
+        context: ShotContext,
         rate: TickRate,
     ) -> Result<ViewCheck, RejectReason> {
         let now = ViewTime {
@@ -101,7 +195,7 @@ impl RewindPolicy {
                 claimed,
                 estimate,
                 used: now,
-                clamped: false,
+                clamp: None,
             });
         }
         let ahead = claimed.since(now);
@@ -110,18 +204,32 @@ impl RewindPolicy {
                 ahead_ms: ms(ahead, rate),
             });
         }
-        let off = claimed.since(estimate);
-        let tolerance = ticks(self.tolerance, rate);
-        if off.abs() > tolerance {
-            return Err(RejectReason::Untrusted {
-                off_ms: ms(off, rate),
-                tolerance_ms: self.tolerance.as_millis() as u32,
+        let mut used = claimed;
+        let mut clamp = None;
+        // A claim later than the estimate is believed (up to the newest tick): rewinding less
+        // only takes the shooter's own compensation away.
+        let band = if context.jumped {
+            Duration::ZERO
+        } else {
+            context.band()
+        };
+        let before = -claimed.since(estimate);
+        if before > ticks(band, rate) {
+            if self.reject_outside_band {
+                return Err(RejectReason::Untrusted {
+                    off_ms: ms(before, rate),
+                    band_ms: band.as_millis() as u32,
+                });
+            }
+            used = estimate.offset(-ticks(band, rate));
+            clamp = Some(if context.jumped {
+                Clamp::Jump
+            } else {
+                Clamp::Band
             });
         }
         let window = ticks(self.window.min(MAX_WINDOW), rate);
-        let age = -ahead;
-        let mut used = claimed;
-        let mut clamped = false;
+        let age = -used.since(now);
         if age > window {
             if !self.clamp_old {
                 return Err(RejectReason::TooOld {
@@ -130,7 +238,7 @@ impl RewindPolicy {
                 });
             }
             used = now.offset(-window);
-            clamped = true;
+            clamp = Some(Clamp::Window);
         }
         // Early in a match the history may be shorter than the window.
         let first = ViewTime {
@@ -139,13 +247,13 @@ impl RewindPolicy {
         };
         if used.since(first) < 0.0 {
             used = first;
-            clamped = true;
+            clamp = Some(Clamp::History);
         }
         Ok(ViewCheck {
             claimed,
             estimate,
             used,
-            clamped,
+            clamp,
         })
     }
 }
@@ -297,58 +405,95 @@ mod tests {
 
     const RATE: TickRate = TickRate::DEFAULT;
 
-    #[test]
-    fn claims_near_the_estimate_are_used_as_they_are() {
-        let p = RewindPolicy::default();
-        // 100 ms RTT = 6.4 ticks, plus 2 ticks of interpolation: estimate 1000 - 8.4.
-        let c = p
-            .check(
-                vt(991, 40_000),
-                Tick(1000),
-                Tick(900),
-                RewindPolicy::estimate(Tick(1000), Duration::from_millis(100), RATE),
-                RATE,
-            )
-            .unwrap();
-        assert_eq!(c.used, vt(991, 40_000));
-        assert!(!c.clamped);
-        assert!((c.estimate.since(vt(991, 0)) - 0.6).abs() < 1e-3);
+    /// A steady connection: 100 ms RTT, a 20 ms band.
+    fn ctx(rtt_ms: u64, band_ms: u32, jumped: bool) -> ShotContext {
+        ShotContext {
+            rtt_us: rtt_ms as u32 * 1000,
+            band_us: band_ms * 1000,
+            jumped,
+        }
+    }
+
+    fn check(p: &RewindPolicy, claim: ViewTime, c: ShotContext) -> Result<ViewCheck, RejectReason> {
+        let estimate = RewindPolicy::estimate(Tick(1000), c.rtt(), RATE);
+        p.check(claim, Tick(1000), Tick(900), estimate, c, RATE)
     }
 
     #[test]
-    fn claims_far_from_the_estimate_or_in_the_future_are_rejected_with_reasons() {
+    fn claims_within_the_band_or_later_are_used_as_they_are() {
         let p = RewindPolicy::default();
-        let rtt = Duration::from_millis(20);
-        let far = p
-            .check(
-                vt(960, 0),
-                Tick(1000),
-                Tick(900),
-                RewindPolicy::estimate(Tick(1000), rtt, RATE),
-                RATE,
-            )
-            .unwrap_err();
+        // 100 ms RTT = 6.4 ticks, plus 2 ticks of interpolation: estimate 1000 - 8.4.
+        let c = check(&p, vt(991, 40_000), ctx(100, 20, false)).unwrap();
+        assert_eq!(c.used, vt(991, 40_000));
+        assert_eq!(c.clamp, None);
+        assert!((c.estimate.since(vt(991, 0)) - 0.6).abs() < 1e-3);
+        // 1.2 ticks (18.75 ms) before the estimate: inside a 20 ms band.
+        let inside = c.estimate.offset(-1.2);
+        assert_eq!(check(&p, inside, ctx(100, 20, false)).unwrap().used, inside);
+        // Later than the estimate, up to the newest tick: believed.
+        let late = vt(999, 0);
+        assert_eq!(check(&p, late, ctx(100, 20, false)).unwrap().used, late);
+    }
+
+    #[test]
+    fn claims_before_the_band_are_judged_at_its_edge_or_rejected() {
+        let p = RewindPolicy::default();
+        let c = ctx(100, 20, false);
+        let estimate = RewindPolicy::estimate(Tick(1000), c.rtt(), RATE);
+        // 150 ms before the estimate: judged 20 ms (1.28 ticks) before it.
+        let lie = estimate.offset(-9.6);
+        let v = check(&p, lie, c).unwrap();
+        assert_eq!(v.clamp, Some(Clamp::Band));
+        assert!((v.used.since(estimate) + 1.28).abs() < 1e-4, "{}", v.used);
+        let strict = RewindPolicy {
+            reject_outside_band: true,
+            ..RewindPolicy::default()
+        };
+        let e = check(&strict, lie, c).unwrap_err();
         assert_eq!(
-            far,
+            e,
             RejectReason::Untrusted {
-                off_ms: 574,
-                tolerance_ms: 200
+                off_ms: 150,
+                band_ms: 20
             }
         );
         assert_eq!(
-            far.to_string(),
-            "view time is 574 ms from the server's estimate, beyond the 200 ms tolerance"
+            e.to_string(),
+            "view time is 150 ms before the server's estimate, beyond the connection's 20 ms band"
         );
-        let future = p
-            .check(
-                vt(1001, 0),
-                Tick(1000),
-                Tick(900),
-                RewindPolicy::estimate(Tick(1000), rtt, RATE),
-                RATE,
-            )
-            .unwrap_err();
+        let future = check(&p, vt(1001, 0), c).unwrap_err();
         assert_eq!(future, RejectReason::FromTheFuture { ahead_ms: 16 });
+    }
+
+    #[test]
+    fn a_claim_that_jumped_back_gets_no_band() {
+        let p = RewindPolicy::default();
+        let estimate = RewindPolicy::estimate(Tick(1000), Duration::from_millis(100), RATE);
+        // 10 ms before the estimate: inside the band, but the claim jumped.
+        let claim = estimate.offset(-0.64);
+        let v = check(&p, claim, ctx(100, 20, true)).unwrap();
+        assert_eq!(v.clamp, Some(Clamp::Jump));
+        assert_eq!(v.used, estimate);
+        // A jump that still lands after the estimate is taken as it is.
+        let after = estimate.offset(0.5);
+        assert_eq!(check(&p, after, ctx(100, 20, true)).unwrap().used, after);
+    }
+
+    #[test]
+    fn the_band_grows_with_the_jitter_between_one_tick_and_its_cap() {
+        let p = RewindPolicy::default();
+        // No jitter: one tick (the margin alone is less).
+        assert_eq!(p.band(0.0, RATE), Duration::from_micros(15_625));
+        // 0.5 tick of jitter: 8 ms + 4 x 7.8125 ms.
+        assert_eq!(p.band(0.5, RATE), Duration::from_micros(39_250));
+        // Far more: the cap.
+        assert_eq!(p.band(40.0, RATE), Duration::from_millis(100));
+        // A cap below one tick still leaves one tick.
+        let tight = RewindPolicy {
+            band_max: Duration::from_millis(1),
+            ..RewindPolicy::default()
+        };
+        assert_eq!(tight.band(3.0, RATE), Duration::from_micros(15_625));
     }
 
     #[test]
@@ -386,35 +531,18 @@ mod tests {
     #[test]
     fn trusted_claims_beyond_the_window_are_clamped_or_rejected() {
         // A 400 ms RTT player: its honest claim is ~27.6 ticks old, past the 16-tick window.
-        let rtt = Duration::from_millis(400);
+        let c = ctx(400, 20, false);
         let claim = vt(972, 26_000);
         let clamp = RewindPolicy::default();
-        let c = clamp
-            .check(
-                claim,
-                Tick(1000),
-                Tick(900),
-                RewindPolicy::estimate(Tick(1000), rtt, RATE),
-                RATE,
-            )
-            .unwrap();
-        assert!(c.clamped);
-        assert_eq!(c.used, vt(984, 0));
+        let v = check(&clamp, claim, c).unwrap();
+        assert_eq!(v.clamp, Some(Clamp::Window));
+        assert_eq!(v.used, vt(984, 0));
         let strict = RewindPolicy {
             clamp_old: false,
             ..RewindPolicy::default()
         };
-        let e = strict
-            .check(
-                claim,
-                Tick(1000),
-                Tick(900),
-                RewindPolicy::estimate(Tick(1000), rtt, RATE),
-                RATE,
-            )
-            .unwrap_err();
         assert_eq!(
-            e,
+            check(&strict, claim, c).unwrap_err(),
             RejectReason::TooOld {
                 age_ms: 431,
                 window_ms: 250
@@ -425,17 +553,6 @@ mod tests {
             enabled: false,
             ..RewindPolicy::default()
         };
-        assert_eq!(
-            off.check(
-                vt(1, 0),
-                Tick(1000),
-                Tick(900),
-                RewindPolicy::estimate(Tick(1000), rtt, RATE),
-                RATE
-            )
-            .unwrap()
-            .used,
-            vt(1000, 0)
-        );
+        assert_eq!(check(&off, vt(1, 0), c).unwrap().used, vt(1000, 0));
     }
 }

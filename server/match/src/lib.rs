@@ -48,6 +48,7 @@ pub mod replication;
 #[cfg(test)]
 mod scenarios;
 pub mod step;
+mod viewtime;
 
 pub use combat::{GameEvent, ShotEvent};
 pub use config::MatchConfig;
@@ -75,11 +76,14 @@ use std::time::Duration;
 /// later in the same tick (`tests::a_shot_leaves_from_the_eyes_after_its_own_input_not_the_ticks_last`);
 /// an input past a hole in the sequence waits a few ticks for the missing one, and a tick that
 /// applied none of a player's inputs is owed a catch-up; the sphere and capsule hit tests no
-/// longer lose millimetres to f32 cancellation at long range.
+/// longer lose millimetres to f32 cancellation at long range. Version 4: every input carries
+/// its view time and a shot is judged at its input's; the claim is checked against a band below
+/// the estimate sized from the connection's arrival jitter, and a claim that jumps back gets no
+/// band (`viewtime.rs`, `scenarios.rs`).
 /// A recording replays exactly on any build with the same `SIM_VERSION` (and the same assets,
 /// which the recording carries). `tests::the_rules_are_pinned` fails when the rules change;
 /// bump this when it does.
-pub const SIM_VERSION: u32 = 3;
+pub const SIM_VERSION: u32 = 4;
 
 /// Counters of what the match did; all monotonic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -112,6 +116,10 @@ pub struct MatchStats {
     pub shots_rejected: u64,
     /// Shots judged at a clamped view time.
     pub shots_clamped: u64,
+    /// Of those, shots whose claim lay further before the estimate than the band (judged at
+    /// the band's edge), and shots whose claim jumped back (judged at the estimate).
+    pub shots_band: u64,
+    pub shots_jumped: u64,
 }
 
 impl std::ops::AddAssign for MatchStats {
@@ -135,6 +143,8 @@ impl std::ops::AddAssign for MatchStats {
         self.kills += o.kills;
         self.shots_rejected += o.shots_rejected;
         self.shots_clamped += o.shots_clamped;
+        self.shots_band += o.shots_band;
+        self.shots_jumped += o.shots_jumped;
     }
 }
 

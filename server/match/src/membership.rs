@@ -46,6 +46,7 @@ impl Match {
             next_fire: Tick::ZERO,
             rtt: Duration::ZERO,
             inputs: InputBuffer::new(self.config.input_buffer, 0, 0),
+            view: Default::default(),
             max_datagram,
             budget: None,
             replica: Replica::default(),

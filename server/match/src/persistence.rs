@@ -51,6 +51,7 @@ impl Match {
                 next_fire: s.next_fire,
                 rtt: Duration::ZERO,
                 inputs: InputBuffer::new(m.config.input_buffer, s.applied, s.catch_up_credit),
+                view: Default::default(),
                 max_datagram: MAX_DATAGRAM,
                 budget: None,
                 replica: Replica::default(),

@@ -3,6 +3,7 @@
 use crate::inputs::InputBuffer;
 use crate::journal::PlayerSave;
 use crate::replication::Replica;
+use crate::viewtime::ViewTrack;
 use rewind_shared::protocol::PlayerId;
 use rewind_shared::sim::PlayerState;
 use rewind_shared::Tick;
@@ -20,6 +21,8 @@ pub(crate) struct Player {
     /// The connection's round-trip time, in whole microseconds (what a recording keeps).
     pub rtt: Duration,
     pub inputs: InputBuffer,
+    /// What the server measured of the connection's inputs, to check its view-time claims.
+    pub view: ViewTrack,
     /// Largest snapshot the connection takes now.
     pub max_datagram: usize,
     /// This client's own snapshot budget, when the shell manages one (below the match's).

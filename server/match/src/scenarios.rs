@@ -1,7 +1,7 @@
 //! Lag-compensation scenarios with exact geometry, driven tick by tick without a clock or a
 //! socket: a match, a shooter with a known RTT, targets with scripted inputs.
 
-use crate::lagcomp::{self, RewindPolicy};
+use crate::lagcomp::{self, Clamp, RewindPolicy};
 use crate::{GameEvent, Match, MatchConfig};
 use glam::Vec3;
 use rewind_shared::hitbox::{Hitboxes, Part, Ray};
@@ -70,8 +70,10 @@ impl Scene {
                 buttons,
                 ..InputCmd::default()
             };
+            // The shooter's inputs claim what its screen shows, as an honest client's do.
             let idle = InputCmd {
                 seq: self.seq,
+                view: self.view(),
                 ..InputCmd::default()
             };
             self.send(self.target, target);
@@ -149,9 +151,10 @@ impl Scene {
     ) -> (ShotOutcome, Vec<(PlayerId, ServerControl)>, Vec<GameEvent>) {
         let (yaw, pitch) = sim::aim(self.eye(), point);
         self.seq += 1;
-        let shot = Shot { view, yaw, pitch };
+        let shot = Shot { yaw, pitch };
         let cmd = InputCmd {
             seq: self.seq,
+            view,
             yaw,
             pitch,
             shot: Some(shot),
@@ -256,7 +259,7 @@ fn crouching_moves_the_head() {
 }
 
 #[test]
-fn old_or_untrusted_view_times_are_rejected_with_their_reason() {
+fn old_or_far_view_times_are_clamped_or_rejected_with_their_reason() {
     let strict = MatchConfig {
         rewind: RewindPolicy {
             clamp_old: false,
@@ -308,7 +311,7 @@ fn old_or_untrusted_view_times_are_rejected_with_their_reason() {
         panic!("{events:?}")
     };
     let check = event.check.unwrap();
-    assert!(check.clamped);
+    assert_eq!(check.clamp, Some(Clamp::Window));
     assert_eq!(
         check.used,
         ViewTime {
@@ -318,26 +321,44 @@ fn old_or_untrusted_view_times_are_rejected_with_their_reason() {
         .offset(-16.0)
     );
 
-    // A 150 ms player claiming to have seen the world 500 ms ago is not trusted.
+    // A 150 ms player claiming to have seen the world 500 ms ago jumped back from its own
+    // claims: it is judged at the server's estimate (11.6 ticks back), or, with
+    // `reject_outside_band`, rejected.
+    let far = |s: &Scene| {
+        ViewTime {
+            tick: s.m.current_tick(),
+            frac: 0,
+        }
+        .offset(-32.0)
+    };
     s.m.set_rtt(s.shooter, RTT);
     s.strafe(10, 0);
-    let view = ViewTime {
-        tick: s.m.current_tick(),
-        frac: 0,
-    }
-    .offset(-32.0);
-    let (outcome, _, _) = s.fire(view, Vec3::new(20.0, 1.6, 0.0));
-    let ShotOutcome::Rejected(
-        reason @ RejectReason::Untrusted {
-            tolerance_ms: 200, ..
+    let (_, _, events) = s.fire(far(&s), Vec3::new(20.0, 1.6, 0.0));
+    let GameEvent::Shot(event) = &events[0] else {
+        panic!("{events:?}")
+    };
+    let check = event.check.unwrap();
+    assert_eq!(check.clamp, Some(Clamp::Jump));
+    assert_eq!(check.used, event.estimate);
+    assert!(event.context.jumped);
+    let mut r = Scene::new(
+        MatchConfig {
+            rewind: RewindPolicy {
+                reject_outside_band: true,
+                ..RewindPolicy::default()
+            },
+            ..MatchConfig::default()
         },
-    ) = outcome
-    else {
+        false,
+    );
+    r.strafe(40, 0);
+    let (outcome, _, _) = r.fire(far(&r), Vec3::new(20.0, 1.6, 0.0));
+    let ShotOutcome::Rejected(reason @ RejectReason::Untrusted { band_ms: 0, .. }) = outcome else {
         panic!("{outcome:?}")
     };
-    assert!(
-        reason.to_string().ends_with("beyond the 200 ms tolerance"),
-        "{reason}"
+    assert_eq!(
+        reason.to_string(),
+        "view time is 319 ms before the server's estimate, beyond the connection's 0 ms band"
     );
 
     // And nobody has seen the future.
@@ -519,7 +540,8 @@ fn a_trade_in_the_same_tick_kills_both_whatever_their_order() {
         let cmd = InputCmd {
             seq: s.seq,
             yaw: mine.yaw,
-            shot: Some(Shot { view, yaw, pitch }),
+            view,
+            shot: Some(Shot { yaw, pitch }),
             ..InputCmd::default()
         };
         s.send(me, cmd);

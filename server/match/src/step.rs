@@ -15,21 +15,22 @@
 use crate::combat::{GameEvent, PendingShot, ShotEvent};
 use crate::inputs::FromBuffers;
 use crate::journal::{AppliedInput, Membership, TickRecord};
+use crate::lagcomp::ShotContext;
 use crate::membership::JoinError;
 use crate::player::Player;
 use crate::Match;
 use rewind_shared::protocol::{InputCmd, PlayerId, MAX_DATAGRAM};
 use rewind_shared::sim;
 use rewind_shared::Tick;
-use std::time::Duration;
 
 /// An input to apply this tick.
 pub(crate) struct Scheduled {
     pub cmd: InputCmd,
     /// The tick it first reached the server.
     pub arrived: Tick,
-    /// The shooter's RTT as recorded (replay); live ticks use the connection's current RTT.
-    pub rtt: Option<Duration>,
+    /// For a shot, what the server knew of the connection, as recorded (replay); live ticks
+    /// work it out from the connection's current RTT and view track.
+    pub context: Option<ShotContext>,
 }
 
 /// Where a tick's inputs come from.
@@ -55,7 +56,7 @@ impl InputSource for FromRecord<'_> {
         Some(Scheduled {
             cmd: a.cmd(tick),
             arrived: a.arrived(tick),
-            rtt: a.rtt_us.map(|us| Duration::from_micros(u64::from(us))),
+            context: a.context,
         })
     }
 }
@@ -158,7 +159,8 @@ impl Match {
         self.stats.ticks += 1;
         self.journal.tick = self.tick;
         self.respawn();
-        let dt = self.config.tick_rate.dt();
+        let rate = self.config.tick_rate;
+        let dt = rate.dt();
         self.shots.clear();
         for (i, p) in self.players.iter_mut().enumerate() {
             p.inputs.earn();
@@ -167,30 +169,36 @@ impl Match {
                 let Some(next) = source.next(p, applied_now, self.tick) else {
                     break;
                 };
-                if let Some(rtt) = next.rtt {
-                    p.rtt = rtt;
-                }
                 let cmd = next.cmd;
                 p.state = sim::step(&p.state, &cmd, &self.map, dt);
                 p.inputs.applied = cmd.seq;
                 applied_now += 1;
                 self.stats.inputs_applied += 1;
-                let rtt_us = cmd
-                    .shot
-                    .map(|_| p.rtt.as_micros().min(u128::from(u32::MAX)) as u32);
+                let band = self.config.rewind.band(p.view.jitter(), rate);
+                let band_ticks = band.as_secs_f64() * f64::from(rate.hz());
+                let jumped = p.view.claim(cmd.seq, cmd.view, band_ticks);
+                let context = cmd.shot.map(|_| {
+                    next.context.unwrap_or(ShotContext {
+                        rtt_us: p.rtt.as_micros().min(u128::from(u32::MAX)) as u32,
+                        band_us: band.as_micros().min(u128::from(u32::MAX)) as u32,
+                        jumped,
+                    })
+                });
                 self.journal.inputs.push(AppliedInput::new(
                     p.id,
                     &cmd,
                     self.tick,
                     next.arrived,
-                    rtt_us,
+                    context,
                 ));
-                if let Some(shot) = cmd.shot {
+                if let (Some(shot), Some(context)) = (cmd.shot, context) {
                     self.shots.push(PendingShot {
                         player: i,
                         seq: cmd.seq,
                         shot,
+                        claimed: cmd.view,
                         arrived: next.arrived,
+                        context,
                         eye: self.hitboxes.eye(p.state.pos, p.state.stance),
                         shooter_dead: p.state.dead,
                     });

@@ -171,11 +171,11 @@ fn a_shot_leaves_from_the_eyes_after_its_own_input_not_the_ticks_last() {
     }
     let start = *m.state(id).unwrap();
     let mut first = cmd(1, 127, 16_384);
+    first.view = ViewTime {
+        tick: m.current_tick(),
+        frac: 0,
+    };
     first.shot = Some(Shot {
-        view: ViewTime {
-            tick: m.current_tick(),
-            frac: 0,
-        },
         yaw: 16_384,
         pitch: 0,
     });
@@ -830,6 +830,8 @@ fn scripted_match(
                     } else {
                         0
                     },
+                    view: rewind_shared::protocol::ViewTime { tick: now, frac: 0 }
+                        .offset(-(f64::from(rewind_shared::protocol::INTERP_DELAY_TICKS) + 1.0)),
                     shot: None,
                 };
                 if s % 9 == 0 {
@@ -838,9 +840,7 @@ fn scripted_match(
                     let (me, them) = (*m.state(*id).unwrap(), *m.state(target).unwrap());
                     let eye = m.hitboxes().eye(me.pos, me.stance);
                     let (yaw, pitch) = sim::aim(eye, them.pos + glam::Vec3::Y * 1.3);
-                    let view = rewind_shared::protocol::ViewTime { tick: now, frac: 0 }
-                        .offset(-(f64::from(rewind_shared::protocol::INTERP_DELAY_TICKS) + 1.0));
-                    c.shot = Some(rewind_shared::protocol::Shot { view, yaw, pitch });
+                    c.shot = Some(rewind_shared::protocol::Shot { yaw, pitch });
                 }
                 cmds.push(c);
             }
@@ -946,7 +946,7 @@ head_multiplier = 4.0
         got,
         (
             3_567_386_507_892_842_722,
-            2_281_445_130_895_038_037,
+            2_230_010_171_033_620_102,
             3_787_300_270_418_404_400,
             797,
             78,

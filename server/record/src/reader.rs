@@ -314,13 +314,14 @@ mod tests {
                         let mut a = t.inputs[0];
                         a.seq_offset = rng() as i64;
                         a.arrived_ago = rng() as u32;
-                        a.shot = Some((
-                            rng() as u32,
-                            rng() as u16,
-                            [rng() as u8; 2],
-                            [rng() as u8; 2],
-                        ));
-                        a.rtt_us = Some(rng() as u32);
+                        a.view_ago = rng() as i32;
+                        a.view_frac = rng() as u16;
+                        a.shot = Some(([rng() as u8; 2], [rng() as u8; 2]));
+                        a.context = Some(rewind_match::lagcomp::ShotContext {
+                            rtt_us: rng() as u32,
+                            band_us: rng() as u32,
+                            jumped: rng() % 2 == 0,
+                        });
                         t.inputs.push(a);
                     }
                     3 => t.inputs.clear(),

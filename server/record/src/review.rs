@@ -116,11 +116,15 @@ pub struct Explanation {
     pub estimated_view: String,
     pub used_view: Option<String>,
     pub clamped: bool,
+    /// Why the shot was judged at another instant than its claim, in words.
+    pub clamp: Option<String>,
     pub rejected: Option<String>,
     /// The raw evidence, for an independent re-judge: the claim as sent (tick and 1/65536
     /// fraction) and the estimate in the same units, the claim's signed distance from the
     /// estimate (ms, positive when the claim is later), the aim as sent (angle steps), the tick
-    /// the input first reached the server and the shooter's round trip then.
+    /// the input first reached the server and the shooter's round trip then, the band below
+    /// the estimate the claim was allowed (ms) and whether the claim jumped back from the
+    /// previous input's (then it had no band).
     pub claimed: ViewTime,
     pub estimate: ViewTime,
     pub offset_ms: f64,
@@ -128,6 +132,8 @@ pub struct Explanation {
     pub pitch: i16,
     pub arrived_tick: u32,
     pub rtt_ms: f64,
+    pub band_ms: f64,
+    pub jumped: bool,
     /// How far a ray is traced when no wall stops it, metres.
     pub max_range_m: f32,
     pub origin: [f32; 3],
@@ -371,19 +377,27 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
         shooter: shot.shooter.0,
         shooter_name: names.get(&shot.shooter).cloned().unwrap_or_default(),
         seq: shot.seq,
-        claimed_view: shot.shot.view.to_string(),
+        claimed_view: shot.claimed.to_string(),
         estimated_view: shot.estimate.to_string(),
         used_view: shot.check.as_ref().ok().map(|c| c.used.to_string()),
-        clamped: shot.check.as_ref().is_ok_and(|c| c.clamped),
+        clamped: shot.check.as_ref().is_ok_and(|c| c.clamped()),
+        clamp: shot
+            .check
+            .as_ref()
+            .ok()
+            .and_then(|c| c.clamp)
+            .map(|c| c.to_string()),
         rejected: shot.check.as_ref().err().map(ToString::to_string),
-        claimed: shot.shot.view,
+        claimed: shot.claimed,
         estimate: shot.estimate,
-        offset_ms: shot.shot.view.since(shot.estimate) * 1000.0
+        offset_ms: shot.claimed.since(shot.estimate) * 1000.0
             / f64::from(replayer.config.tick_rate.hz()),
         yaw: shot.shot.yaw,
         pitch: shot.shot.pitch,
         arrived_tick: shot.arrived.0,
-        rtt_ms: shot.rtt.as_secs_f64() * 1000.0,
+        rtt_ms: shot.context.rtt().as_secs_f64() * 1000.0,
+        band_ms: shot.context.band().as_secs_f64() * 1000.0,
+        jumped: shot.context.jumped,
         max_range_m: MAX_RANGE,
         origin: arr(shot.ray.origin),
         direction: arr(shot.ray.dir),

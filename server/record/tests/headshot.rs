@@ -30,7 +30,19 @@ fn send(m: &mut Match, id: PlayerId, cmd: InputCmd) {
     m.receive(id, &batch).unwrap();
 }
 
-/// One tick: the target strafes, the shooter stands (or fires `shot`); returns the records.
+/// What the shooter's screen shows now: 150 ms of RTT and two ticks of interpolation behind.
+fn screen(m: &Match) -> ViewTime {
+    let behind =
+        RTT.as_secs_f64() * f64::from(m.config().tick_rate.hz()) + f64::from(INTERP_DELAY_TICKS);
+    ViewTime {
+        tick: m.current_tick(),
+        frac: 0,
+    }
+    .offset(-behind)
+}
+
+/// One tick: the target strafes, the shooter stands (or fires `shot`), claiming what its
+/// screen shows; returns the records.
 fn step(
     m: &mut Match,
     shooter: PlayerId,
@@ -47,6 +59,7 @@ fn step(
     let (yaw, pitch) = shot.map_or((0, 0), |s| (s.yaw, s.pitch));
     let stand = InputCmd {
         seq,
+        view: screen(m),
         yaw,
         pitch,
         shot,
@@ -91,15 +104,8 @@ fn a_recorded_headshot_is_explained_from_the_file_alone() {
             file.tick(r).unwrap();
         }
     }
-    // The shooter's screen: 150 ms of RTT and two ticks of interpolation behind.
-    let behind =
-        RTT.as_secs_f64() * f64::from(config.tick_rate.hz()) + f64::from(INTERP_DELAY_TICKS);
     let sent_at = m.current_tick();
-    let view = ViewTime {
-        tick: sent_at,
-        frac: 0,
-    }
-    .offset(-behind);
+    let view = screen(&m);
     let (_, pose) = Rewind::at(m.history(), view)
         .unwrap()
         .players()
@@ -113,13 +119,7 @@ fn a_recorded_headshot_is_explained_from_the_file_alone() {
     let s = m.state(shooter).unwrap();
     let (yaw, pitch) = sim::aim(m.hitboxes().eye(s.pos, s.stance), head);
     seq += 1;
-    for r in step(
-        &mut m,
-        shooter,
-        target,
-        seq,
-        Some(Shot { view, yaw, pitch }),
-    ) {
+    for r in step(&mut m, shooter, target, seq, Some(Shot { yaw, pitch })) {
         file.tick(r).unwrap();
     }
     for _ in 0..10 {

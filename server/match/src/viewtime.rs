@@ -1,0 +1,72 @@
+//! What the server measures of each connection to check its view-time claims
+//! (docs/lag-compensation.md, "Checking the claim"):
+//!
+//! - **Arrival jitter.** Every input carries its sequence number, one per client tick, so
+//!   `arrival tick - seq` is constant on a perfect link; its variation is how irregularly the
+//!   connection's inputs reach the server (network jitter, loss repaired by the next datagram,
+//!   the sender's own timing). It is smoothed like TCP's RTT variation (RFC 6298): a mean with
+//!   gain 1/8 and a mean deviation with gain 1/4. The server measures it; a client cannot
+//!   assert it.
+//! - **The claims' track.** Every input carries the client's view time. Consecutive applied
+//!   inputs must advance it by about one tick per sequence number: a claim that falls further
+//!   back than the connection's band from where the previous claim puts it is a jump.
+//!
+//! Live only: a recording keeps the band and the jump flag of every shot, so a replay never
+//! needs this state.
+
+use rewind_shared::protocol::ViewTime;
+use rewind_shared::Tick;
+
+/// Gain of the smoothed arrival offset (RFC 6298's alpha).
+const MEAN_GAIN: f64 = 1.0 / 8.0;
+/// Gain of the arrival offset's mean deviation (RFC 6298's beta).
+const DEVIATION_GAIN: f64 = 1.0 / 4.0;
+/// Deviation assumed before a second input arrived, ticks: the arrival tick alone is only
+/// known to a tick.
+const FIRST_DEVIATION: f64 = 0.5;
+
+/// One connection's view-time measurements.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ViewTrack {
+    /// `arrival - seq` of the first input seen; later offsets are taken from it (wrap-safe).
+    base: Option<u32>,
+    /// Smoothed `arrival - seq - base`, ticks.
+    mean: f64,
+    /// Its smoothed mean deviation, ticks.
+    deviation: f64,
+    /// The previous applied input's sequence number and claim.
+    last: Option<(u32, ViewTime)>,
+}
+
+impl ViewTrack {
+    /// Input `seq` first reached the server while the match was at tick `at`.
+    pub fn arrived(&mut self, seq: u32, at: Tick) {
+        let offset = at.0.wrapping_sub(seq);
+        let Some(base) = self.base else {
+            self.base = Some(offset);
+            self.deviation = FIRST_DEVIATION;
+            return;
+        };
+        let x = f64::from(offset.wrapping_sub(base) as i32);
+        let error = x - self.mean;
+        self.deviation += DEVIATION_GAIN * (error.abs() - self.deviation);
+        self.mean += MEAN_GAIN * error;
+    }
+
+    /// The smoothed mean deviation of the arrival offsets, ticks.
+    pub fn jitter(&self) -> f64 {
+        self.deviation
+    }
+
+    /// Takes the claim of the applied input `seq`. Returns whether it jumped back: it lies more
+    /// than `band` ticks before the previous applied input's claim plus one tick per sequence
+    /// number since. A jump resets the track: a lie kept up from then on is consistent.
+    pub fn claim(&mut self, seq: u32, view: ViewTime, band: f64) -> bool {
+        let jumped = self.last.is_some_and(|(s, v)| {
+            let expected = f64::from(seq.wrapping_sub(s));
+            view.since(v) - expected < -band
+        });
+        self.last = Some((seq, view));
+        jumped
+    }
+}
