@@ -98,7 +98,7 @@ fn main() {
                     }
                     .offset(-8.0);
                     cmd.view = view;
-                    cmd.shot = Some(Shot { yaw, pitch });
+                    cmd.shot = Some(Shot::aimed(yaw, pitch));
                     m.set_rtt(*id, Duration::from_millis(100));
                 }
                 next_shot[k] = t + 16 + (rng % 24) as u32;

@@ -47,10 +47,31 @@ pub struct ShotStats {
 
 type Verdict = Option<(PlayerId, Part)>;
 
-/// The two snapshots a screen interpolated at `view` (unwrapped ticks), and how far between.
-fn shown_at(buffer: &SnapshotBuffer, view: f64) -> Option<(WorldSnapshot, WorldSnapshot, f32)> {
+/// What a bot's screen showed of the player it fired at.
+#[derive(Clone, Copy, Debug)]
+struct Shown {
+    target: PlayerId,
+    /// The two snapshots interpolated (unwrapped ticks): one apart unless one was lost.
+    ticks: (i64, i64),
+    /// Whether each carried the target (a partial snapshot may have left it out: then the
+    /// screen showed an older state of it).
+    carried: (bool, bool),
+}
+
+/// The two snapshots a screen interpolated at `view` (unwrapped ticks), how far between, and
+/// their ticks.
+#[allow(clippy::type_complexity)]
+fn shown_at(
+    buffer: &SnapshotBuffer,
+    view: f64,
+) -> Option<(WorldSnapshot, WorldSnapshot, f32, (i64, i64))> {
     let (a, b, ua, ub) = buffer.bracket(view)?;
-    Some((a, b, ((view - ua as f64) / (ub - ua) as f64) as f32))
+    Some((
+        a,
+        b,
+        ((view - ua as f64) / (ub - ua) as f64) as f32,
+        (ua, ub),
+    ))
 }
 
 /// A view time in unwrapped ticks as the protocol carries it (the fraction in 1/65536 tick,
@@ -75,8 +96,9 @@ pub struct Gunner {
     /// The lie is told on every input (a consistent liar) rather than on shots only.
     every_input: bool,
     /// Shots awaiting a verdict: the input's sequence number, the bot's own verdict at the
-    /// instant it claimed, and for a cheater the verdict an honest claim would have got.
-    pending: VecDeque<(u32, Verdict, Option<Verdict>)>,
+    /// instant it claimed, for a cheater the verdict an honest claim would have got, and what
+    /// the screen showed of the target (for describing a disagreement).
+    pending: VecDeque<(u32, Verdict, Option<Verdict>, Shown)>,
     pub stats: ShotStats,
 }
 
@@ -127,7 +149,7 @@ impl Gunner {
         // The claim, quantized first so that the verdict uses exactly the claimed instant; a
         // backtracking cheater claims an earlier one, and aims where its target was then.
         let (sent, claimed) = view_time(view - self.backtrack);
-        let (a, b, t) = shown_at(buffer, claimed)?;
+        let (a, b, t, (ua, ub)) = shown_at(buffer, claimed)?;
         let eye = hitboxes.eye(me.pos, me.stance);
         let target = b
             .players
@@ -137,7 +159,12 @@ impl Gunner {
             .map(|(id, pose)| (id, pose, pose.pos.distance(me.pos)))
             .filter(|(_, _, d)| *d < RANGE)
             .min_by(|x, y| x.2.total_cmp(&y.2).then(x.0.cmp(&y.0)));
-        let (_, pose, _) = target?;
+        let (id, pose, _) = target?;
+        let shown = Shown {
+            target: id,
+            ticks: (ua, ub),
+            carried: (buffer.carried_at(id, ua), buffer.carried_at(id, ub)),
+        };
         let posed = hitboxes.pose(pose.pos, pose.yaw, pose.stance);
         let point = if self.rng.random_bool(0.5) {
             posed.head.center
@@ -154,7 +181,7 @@ impl Gunner {
         // What the same ray would have met at the instant the bot really saw.
         let honest = (self.backtrack > 0.0).then(|| {
             let (_, truth) = view_time(view);
-            shown_at(buffer, truth).and_then(|(a, b, t)| {
+            shown_at(buffer, truth).and_then(|(a, b, t, _)| {
                 judge(&a, &b, t, my_id, &ray, map, hitboxes).map(|h| (h.target, h.part))
             })
         });
@@ -162,10 +189,19 @@ impl Gunner {
             self.pending.pop_front();
         }
         self.pending
-            .push_back((seq, verdict.map(|h| (h.target, h.part)), honest));
+            .push_back((seq, verdict.map(|h| (h.target, h.part)), honest, shown));
         self.stats.shots += 1;
         self.next_shot = local + self.rng.random_range(0.25..0.6);
-        Some((Shot { yaw, pitch }, sent))
+        // The two snapshots the screen interpolated, as the protocol names them.
+        let back = (claimed.floor() as i64 - ua).clamp(0, 255) as u8;
+        let span = (ub - ua).clamp(1, 255) as u8;
+        let shot = Shot {
+            yaw,
+            pitch,
+            back,
+            span,
+        };
+        Some((shot, sent))
     }
 
     /// Compares the server's verdict with the bot's own.
@@ -181,10 +217,11 @@ impl Gunner {
     }
 
     pub fn on_result(&mut self, r: &ShotResult) {
-        while self.pending.front().is_some_and(|(seq, _, _)| *seq < r.seq) {
+        while self.pending.front().is_some_and(|(seq, ..)| *seq < r.seq) {
             self.pending.pop_front();
         }
-        let Some((_, mine, honest)) = self.pending.pop_front().filter(|(seq, _, _)| *seq == r.seq)
+        let Some((_, mine, honest, shown)) =
+            self.pending.pop_front().filter(|(seq, ..)| *seq == r.seq)
         else {
             return;
         };
@@ -214,8 +251,15 @@ impl Gunner {
             self.stats.agreed += 1;
         } else if self.stats.disagreements.len() < DESCRIBED {
             self.stats.disagreements.push(format!(
-                "shot {} at {}: bot saw {mine:?}, server said {:?}",
-                r.seq, r.view, r.outcome
+                "shot {} at {}: bot saw {mine:?}, server said {:?}; the screen interpolated {} between snapshots {} and {} (which carried it: {}, {})",
+                r.seq,
+                r.view,
+                r.outcome,
+                shown.target,
+                shown.ticks.0,
+                shown.ticks.1,
+                shown.carried.0,
+                shown.carried.1
             ));
         }
     }

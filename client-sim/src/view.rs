@@ -116,6 +116,12 @@ impl SnapshotBuffer {
         Some((a, b, ua, ub))
     }
 
+    /// Whether the processed snapshot of `unwrapped` carried player `id` (see
+    /// [`Received::carried_at`]).
+    pub fn carried_at(&self, id: PlayerId, unwrapped: i64) -> bool {
+        self.received.carried_at(id, Tick(unwrapped as u32))
+    }
+
     /// Every player's newest position.
     pub fn newest_positions(&self, out: &mut Vec<(PlayerId, Vec3)>) {
         out.clear();

@@ -81,6 +81,19 @@ impl std::fmt::Display for ServerReport {
                 m.game.joins,
                 m.ticks
             )?;
+            let g = &m.game;
+            writeln!(
+                f,
+                "           shots {}: {} hits, {} rejected; {} judged at another instant than claimed ({} at the band's edge, {} jumped back), inputs {} applied, {} dropped (buffer full)",
+                g.shots,
+                g.hits,
+                g.shots_rejected,
+                g.shots_clamped,
+                g.shots_band,
+                g.shots_jumped,
+                g.inputs_applied,
+                g.inputs_overflow
+            )?;
             if let Some(p) = &m.recording {
                 writeln!(f, "           recording {}", p.display())?;
             }

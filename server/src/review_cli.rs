@@ -180,12 +180,13 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                 e.claimed.frac
             );
             say!(
-                "server's estimate   {} (arrived at tick {}, round trip {:.1} ms, less the interpolation delay); the claim is {:+.1} ms from it",
+                "server's estimate   {} (due at {} by the connection's usual arrival, less the round trip {:.1} ms, less the interpolation delay); the claim is {:+.1} ms from it",
                 e.estimated_view,
-                e.arrived_tick,
+                e.due,
                 e.rtt_ms,
                 e.offset_ms
             );
+            say!("arrived             tick {}", e.arrived_tick);
             if e.jumped {
                 say!("band                none: the claim jumped back from the previous input's");
             } else {
@@ -200,10 +201,15 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                 e.pitch
             );
             match (&e.used_view, &e.rejected) {
-                (Some(u), _) => match &e.clamp {
-                    Some(why) => say!("judged at           {u} ({why})"),
-                    None => say!("judged at           {u} (the claim)"),
-                },
+                (Some(u), _) => {
+                    match &e.clamp {
+                        Some(why) => say!("judged at           {u} ({why})"),
+                        None => say!("judged at           {u} (the claim)"),
+                    }
+                    if let Some((a, b)) = e.interpolated {
+                        say!("interpolated        between ticks {a} and {b}");
+                    }
+                }
                 (None, Some(r)) => say!("not judged          {r}"),
                 _ => {}
             }

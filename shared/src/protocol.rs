@@ -233,13 +233,47 @@ impl std::fmt::Display for ViewTime {
     }
 }
 
-/// A trigger pull: where the shooter aimed. It is judged at its input's [`InputCmd::view`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A trigger pull: where the shooter aimed, and which two snapshots its screen interpolated.
+/// It is judged at its input's [`InputCmd::view`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shot {
     /// Aim, in the same steps as the view angles.
     pub yaw: u16,
     pub pitch: i16,
+    /// The screen interpolated between the snapshots of ticks `view.tick - back` and
+    /// `view.tick - back + span`: `back` 0 and `span` 1 unless snapshots were lost. The
+    /// server interpolates its history between the same two ticks (when the bracket holds the
+    /// view time and `span` is at most [`MAX_INTERP_SPAN`]; between the ticks around it
+    /// otherwise).
+    pub back: u8,
+    pub span: u8,
 }
+
+impl Default for Shot {
+    fn default() -> Self {
+        Shot {
+            yaw: 0,
+            pitch: 0,
+            back: 0,
+            span: 1,
+        }
+    }
+}
+
+impl Shot {
+    /// A shot aimed at `(yaw, pitch)` from a screen that interpolated between consecutive
+    /// snapshots.
+    pub fn aimed(yaw: u16, pitch: i16) -> Shot {
+        Shot {
+            yaw,
+            pitch,
+            ..Shot::default()
+        }
+    }
+}
+
+/// Widest interpolation bracket a shot may name, in ticks: seven snapshots lost in a row.
+pub const MAX_INTERP_SPAN: u8 = 8;
 
 /// One tick's worth of player intent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,10 +439,12 @@ mod tests {
         cmd.shot = Some(Shot {
             yaw: 16_000,
             pitch: -120,
+            back: 1,
+            span: 3,
         });
         assert_eq!(
             hex(&codec::encode(&cmd).unwrap()),
-            "fb e8 03 fb 31 01 fb 29 01 fb 00 80 7f 81 fb 00 40 c7 01 01 fb 80 3e ef"
+            "fb e8 03 fb 31 01 fb 29 01 fb 00 80 7f 81 fb 00 40 c7 01 01 fb 80 3e ef 01 03"
         );
         let hello = Hello {
             protocol_version: 5,

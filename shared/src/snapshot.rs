@@ -359,6 +359,17 @@ impl Received {
         );
     }
 
+    /// Whether the snapshot of `tick` carried player `id` (as new or as unchanged): `false` when
+    /// the world as shown at `tick` holds an older state of it (a partial snapshot left it out).
+    pub fn carried_at(&self, id: PlayerId, tick: Tick) -> bool {
+        self.index(id).is_ok_and(|i| {
+            self.players[i]
+                .states
+                .iter()
+                .any(|e| !e.first.is_after(tick) && !tick.is_after(e.last))
+        })
+    }
+
     /// One player as shown at `tick` (see [`Received::world_at`]).
     pub fn player_at(&self, id: PlayerId, tick: Tick) -> Option<&NetPlayer> {
         self.index(id).ok().and_then(|i| self.players[i].at(tick))

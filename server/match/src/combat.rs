@@ -34,8 +34,9 @@ pub struct ShotEvent {
     /// Which instant the targets were rewound to, or why the shot was not judged.
     pub check: Result<ViewCheck, RejectReason>,
     /// The server's own estimate of the shooter's view time ([`RewindPolicy::estimate`]),
-    /// whatever the check decided, and what it was made of: the tick the input first reached
-    /// the server, and the shooter's round trip then (with its band and jump flag).
+    /// whatever the check decided, and what it was made of: when the input was due, and the
+    /// shooter's round trip then (in `context`, with the band and the jump flag); and the tick
+    /// the input did first reach the server.
     pub estimate: ViewTime,
     pub arrived: Tick,
     pub context: ShotContext,
@@ -104,7 +105,7 @@ impl Match {
             (Some(n), Some(o)) => (n.tick, o.tick),
             _ => (self.tick, self.tick),
         };
-        let estimate = RewindPolicy::estimate(arrived, context.rtt(), self.config.tick_rate);
+        let estimate = RewindPolicy::estimate(context.due, context.rtt(), self.config.tick_rate);
         let check = if shooter_dead {
             Err(RejectReason::ShooterDead)
         } else if self.tick.is_before(shooter.next_fire) {
@@ -131,15 +132,15 @@ impl Match {
                     Some(lagcomp::Clamp::Jump) => self.stats.shots_jumped += 1,
                     _ => {}
                 }
-                lagcomp::rewind_and_trace(
-                    &self.history,
-                    c.used,
-                    shooter_id,
-                    &ray,
-                    &self.map,
-                    &self.hitboxes,
-                    self.config.tick_rate,
-                )
+                lagcomp::Rewind::of(&self.history, c, &shot).and_then(|r| {
+                    r.trace(
+                        shooter_id,
+                        &ray,
+                        &self.map,
+                        &self.hitboxes,
+                        self.config.tick_rate,
+                    )
+                })
             }
             Err(_) => {
                 self.stats.shots_rejected += 1;

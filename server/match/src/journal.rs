@@ -39,8 +39,8 @@ pub struct AppliedInput {
     pub yaw: [u8; 2],
     pub pitch: [u8; 2],
     pub buttons: u8,
-    /// A shot's aim.
-    pub shot: Option<([u8; 2], [u8; 2])>,
+    /// A shot's aim, and the snapshots its screen interpolated (`back`, `span`).
+    pub shot: Option<([u8; 2], [u8; 2], u8, u8)>,
     /// How many ticks before the tick it was applied in the input first reached the server.
     pub arrived_ago: u32,
     /// With inputs that carry a shot: the shooter's RTT, band and jump flag then (they decide
@@ -70,7 +70,7 @@ impl AppliedInput {
             buttons: cmd.buttons,
             shot: cmd
                 .shot
-                .map(|s| (s.yaw.to_le_bytes(), s.pitch.to_le_bytes())),
+                .map(|s| (s.yaw.to_le_bytes(), s.pitch.to_le_bytes(), s.back, s.span)),
             arrived_ago: tick.since(arrived).max(0) as u32,
             context,
         }
@@ -90,9 +90,11 @@ impl AppliedInput {
             yaw: u16::from_le_bytes(self.yaw),
             pitch: i16::from_le_bytes(self.pitch),
             buttons: self.buttons,
-            shot: self.shot.map(|(yaw, pitch)| Shot {
+            shot: self.shot.map(|(yaw, pitch, back, span)| Shot {
                 yaw: u16::from_le_bytes(yaw),
                 pitch: i16::from_le_bytes(pitch),
+                back,
+                span,
             }),
         }
     }
@@ -283,9 +285,18 @@ mod tests {
                     tick: tick.minus(9),
                     frac: 123,
                 },
-                shot: Some(Shot { yaw: 7, pitch: -7 }),
+                shot: Some(Shot {
+                    yaw: 7,
+                    pitch: -7,
+                    back: 2,
+                    span: 3,
+                }),
             };
             let context = ShotContext {
+                due: ViewTime {
+                    tick: tick.minus(1),
+                    frac: 9,
+                },
                 rtt_us: 100_000,
                 band_us: 31_250,
                 jumped: true,

@@ -7,7 +7,9 @@ use glam::Vec3;
 use rewind_shared::hitbox::{Hitboxes, Ray, Sphere};
 use rewind_shared::lagcomp::{interpolate, nearest_hit, wall_distance, Hit, Pose};
 use rewind_shared::map::Map;
-use rewind_shared::protocol::{PlayerId, RejectReason, ViewTime, INTERP_DELAY_TICKS};
+use rewind_shared::protocol::{
+    PlayerId, RejectReason, Shot, ViewTime, INTERP_DELAY_TICKS, MAX_INTERP_SPAN,
+};
 use rewind_shared::sim::{NetPlayer, FLAG_DEAD, POS_SCALE, WALK_SPEED};
 use rewind_shared::snapshot::WorldSnapshot;
 use rewind_shared::{Tick, TickRate};
@@ -56,12 +58,15 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(1);
 pub const MAX_BAND: Duration = Duration::from_secs(1);
 /// How many arrival-jitter deviations the band spans (like the four RTT deviations of
 /// TCP's retransmission timeout).
-pub const BAND_SPREAD: f64 = 4.0;
+pub const BAND_SPREAD: f64 = 2.0;
 
 /// What the server knew of the shooter's connection when a shot arrived: it decides the
 /// estimate and the band, and a recording keeps it with the shot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShotContext {
+    /// When the shot's input was due to reach the server: its sequence number plus the
+    /// connection's smoothed arrival offset, plus half a tick.
+    pub due: ViewTime,
     /// The shooter's round trip, microseconds (QUIC's smoothed RTT).
     pub rtt_us: u32,
     /// How far before the estimate the claim may lie, microseconds.
@@ -134,6 +139,36 @@ impl ViewCheck {
     pub fn clamped(&self) -> bool {
         self.clamp.is_some()
     }
+
+    /// The two history ticks the targets are interpolated between: the two snapshots the
+    /// shooter's screen interpolated (`shot.back`, `shot.span`) when the shot is judged at its
+    /// claim, the claim is not on a tick, the pair holds it and spans at most
+    /// [`MAX_INTERP_SPAN`] ticks; otherwise the ticks around `used` (the tick itself when
+    /// `used` is on one). [`Rewind::of`] also falls back to the ticks around `used` when the
+    /// history no longer holds the pair.
+    pub fn bracket(&self, shot: &Shot) -> (Tick, Tick) {
+        let around = (
+            self.used.tick,
+            if self.used.frac == 0 {
+                self.used.tick
+            } else {
+                self.used.tick.next()
+            },
+        );
+        if self.used != self.claimed
+            || self.claimed.frac == 0
+            || shot.span == 0
+            || shot.span > MAX_INTERP_SPAN
+        {
+            return around;
+        }
+        let a = self.claimed.tick.minus(u32::from(shot.back));
+        let b = a.plus(u32::from(shot.span));
+        if self.claimed.since(ViewTime { tick: b, frac: 0 }) > 0.0 {
+            return around;
+        }
+        (a, b)
+    }
 }
 
 fn ticks(d: Duration, rate: TickRate) -> f64 {
@@ -152,14 +187,11 @@ impl RewindPolicy {
         ticks(self.window.min(MAX_WINDOW), rate).ceil() as usize + 2
     }
 
-    /// The server's own estimate of what a shooter saw when it sent an input that arrived at
-    /// tick `arrived`: that tick, less the round trip, less the interpolation delay.
-    pub fn estimate(arrived: Tick, rtt: Duration, rate: TickRate) -> ViewTime {
-        ViewTime {
-            tick: arrived,
-            frac: 0,
-        }
-        .offset(-(ticks(rtt, rate) + f64::from(INTERP_DELAY_TICKS)))
+    /// The server's own estimate of what a shooter saw when it sent an input that was due to
+    /// arrive at `due` ([`ShotContext::due`]): that instant, less the round trip, less the
+    /// interpolation delay.
+    pub fn estimate(due: ViewTime, rtt: Duration, rate: TickRate) -> ViewTime {
+        due.offset(-(ticks(rtt, rate) + f64::from(INTERP_DELAY_TICKS)))
     }
 
     /// The band of a connection whose arrival jitter is `jitter` ticks: the margin plus
@@ -271,17 +303,40 @@ pub struct Rewind<'h> {
 impl<'h> Rewind<'h> {
     /// The world at `used`, if the history still holds the ticks around it.
     pub fn at(history: &'h History, used: ViewTime) -> Option<Rewind<'h>> {
-        let a = history.get(used.tick)?;
         let b = if used.frac == 0 {
-            a
+            used.tick
         } else {
-            history.get(used.tick.next())?
+            used.tick.next()
+        };
+        Rewind::between(history, used.tick, b, used)
+    }
+
+    /// The world a checked shot is judged against: at `check.used`, interpolated between the
+    /// ticks of [`ViewCheck::bracket`] (or around `used` if the history no longer holds them).
+    pub fn of(history: &'h History, check: &ViewCheck, shot: &Shot) -> Option<Rewind<'h>> {
+        let (a, b) = check.bracket(shot);
+        Rewind::between(history, a, b, check.used).or_else(|| Rewind::at(history, check.used))
+    }
+
+    /// The world at `used`, interpolated between the history's ticks `a` and `b` (which hold
+    /// it): the fraction is worked out in f64 and rounded to f32 once, as a client does.
+    fn between(history: &'h History, a: Tick, b: Tick, used: ViewTime) -> Option<Rewind<'h>> {
+        let span = b.since(a);
+        let t = if span > 0 {
+            (used.since(ViewTime { tick: a, frac: 0 }) / f64::from(span)) as f32
+        } else {
+            0.0
         };
         Some(Rewind {
-            a,
-            b,
-            t: used.fraction(),
+            a: history.get(a)?,
+            b: history.get(b)?,
+            t,
         })
+    }
+
+    /// The two history ticks interpolated between.
+    pub fn ticks(&self) -> (Tick, Tick) {
+        (self.a.tick, self.b.tick)
     }
 
     /// One player rewound; `None` if absent at either tick or dead at either (a respawn is
@@ -408,6 +463,7 @@ mod tests {
     /// A steady connection: 100 ms RTT, a 20 ms band.
     fn ctx(rtt_ms: u64, band_ms: u32, jumped: bool) -> ShotContext {
         ShotContext {
+            due: vt(1000, 0),
             rtt_us: rtt_ms as u32 * 1000,
             band_us: band_ms * 1000,
             jumped,
@@ -415,7 +471,7 @@ mod tests {
     }
 
     fn check(p: &RewindPolicy, claim: ViewTime, c: ShotContext) -> Result<ViewCheck, RejectReason> {
-        let estimate = RewindPolicy::estimate(Tick(1000), c.rtt(), RATE);
+        let estimate = RewindPolicy::estimate(c.due, c.rtt(), RATE);
         p.check(claim, Tick(1000), Tick(900), estimate, c, RATE)
     }
 
@@ -439,7 +495,7 @@ mod tests {
     fn claims_before_the_band_are_judged_at_its_edge_or_rejected() {
         let p = RewindPolicy::default();
         let c = ctx(100, 20, false);
-        let estimate = RewindPolicy::estimate(Tick(1000), c.rtt(), RATE);
+        let estimate = RewindPolicy::estimate(c.due, c.rtt(), RATE);
         // 150 ms before the estimate: judged 20 ms (1.28 ticks) before it.
         let lie = estimate.offset(-9.6);
         let v = check(&p, lie, c).unwrap();
@@ -468,7 +524,7 @@ mod tests {
     #[test]
     fn a_claim_that_jumped_back_gets_no_band() {
         let p = RewindPolicy::default();
-        let estimate = RewindPolicy::estimate(Tick(1000), Duration::from_millis(100), RATE);
+        let estimate = RewindPolicy::estimate(vt(1000, 0), Duration::from_millis(100), RATE);
         // 10 ms before the estimate: inside the band, but the claim jumped.
         let claim = estimate.offset(-0.64);
         let v = check(&p, claim, ctx(100, 20, true)).unwrap();
@@ -484,8 +540,8 @@ mod tests {
         let p = RewindPolicy::default();
         // No jitter: one tick (the margin alone is less).
         assert_eq!(p.band(0.0, RATE), Duration::from_micros(15_625));
-        // 0.5 tick of jitter: 8 ms + 4 x 7.8125 ms.
-        assert_eq!(p.band(0.5, RATE), Duration::from_micros(39_250));
+        // A tick of jitter: 8 ms + 2 x 15.625 ms.
+        assert_eq!(p.band(1.0, RATE), Duration::from_micros(39_250));
         // Far more: the cap.
         assert_eq!(p.band(40.0, RATE), Duration::from_millis(100));
         // A cap below one tick still leaves one tick.

@@ -151,7 +151,7 @@ impl Scene {
     ) -> (ShotOutcome, Vec<(PlayerId, ServerControl)>, Vec<GameEvent>) {
         let (yaw, pitch) = sim::aim(self.eye(), point);
         self.seq += 1;
-        let shot = Shot { yaw, pitch };
+        let shot = Shot::aimed(yaw, pitch);
         let cmd = InputCmd {
             seq: self.seq,
             view,
@@ -292,7 +292,7 @@ fn old_or_far_view_times_are_clamped_or_rejected_with_their_reason() {
     assert_eq!(
         event.check,
         Err(RejectReason::TooOld {
-            age_ms: 431,
+            age_ms: 423,
             window_ms: 250
         })
     );
@@ -322,7 +322,7 @@ fn old_or_far_view_times_are_clamped_or_rejected_with_their_reason() {
     );
 
     // A 150 ms player claiming to have seen the world 500 ms ago jumped back from its own
-    // claims: it is judged at the server's estimate (11.6 ticks back), or, with
+    // claims: it is judged at the server's estimate (11.1 ticks back), or, with
     // `reject_outside_band`, rejected.
     let far = |s: &Scene| {
         ViewTime {
@@ -358,7 +358,7 @@ fn old_or_far_view_times_are_clamped_or_rejected_with_their_reason() {
     };
     assert_eq!(
         reason.to_string(),
-        "view time is 319 ms before the server's estimate, beyond the connection's 0 ms band"
+        "view time is 327 ms before the server's estimate, beyond the connection's 0 ms band"
     );
 
     // And nobody has seen the future.
@@ -541,7 +541,7 @@ fn a_trade_in_the_same_tick_kills_both_whatever_their_order() {
             seq: s.seq,
             yaw: mine.yaw,
             view,
-            shot: Some(Shot { yaw, pitch }),
+            shot: Some(Shot::aimed(yaw, pitch)),
             ..InputCmd::default()
         };
         s.send(me, cmd);
@@ -569,4 +569,343 @@ fn a_trade_in_the_same_tick_kills_both_whatever_their_order() {
     );
     assert!(s.m.state(s.shooter).unwrap().dead && s.m.state(s.target).unwrap().dead);
     assert_eq!(s.m.stats().kills, 2);
+}
+
+// The view-time model (docs/lag-compensation.md, "Checking the claim"): scripted clients send
+// inputs that arrive when their link says, each claiming a view time, and every shot's check
+// is read back. The shooter's RTT is 150 ms (9.6 ticks): the estimate is when the input was
+// due (its sequence number plus the connection's smoothed arrival offset, plus half a tick)
+// less 11.6 ticks.
+
+/// One input of a scripted client: the tick the match has reached when it arrives, the view
+/// time it claims (ticks), whether it fires.
+struct Sent {
+    seq: u32,
+    arrives: u32,
+    view: f64,
+    fires: bool,
+}
+
+/// A scripted client: input `n` is sampled at `clock(n)` (server ticks) and travels
+/// `up(n)` ticks; it claims `view(n, sampled)` and fires every tenth input.
+fn client(
+    inputs: u32,
+    clock: impl Fn(u32) -> f64,
+    mut up: impl FnMut(u32) -> f64,
+    mut view: impl FnMut(u32, f64) -> f64,
+) -> Vec<Sent> {
+    (1..=inputs)
+        .map(|n| {
+            let sampled = clock(n);
+            Sent {
+                seq: n,
+                arrives: (sampled + up(n)).floor() as u32,
+                view: view(n, sampled),
+                fires: n % 10 == 0,
+            }
+        })
+        .collect()
+}
+
+/// Plays `sent` into a match, each input in a datagram of its own as it arrives, and returns
+/// every shot's event.
+fn play(sent: &[Sent]) -> Vec<crate::ShotEvent> {
+    let mut s = Scene::new(MatchConfig::default(), false);
+    let last = sent.iter().map(|x| x.arrives).max().unwrap_or(0) + 8;
+    let mut shots = Vec::new();
+    while s.m.current_tick().0 <= last {
+        let now = s.m.current_tick().0;
+        for x in sent.iter().filter(|x| x.arrives == now) {
+            let cmd = InputCmd {
+                seq: x.seq,
+                view: ViewTime::default().offset(x.view),
+                shot: x.fires.then_some(Shot::default()),
+                ..InputCmd::default()
+            };
+            s.send(s.shooter, cmd);
+        }
+        s.m.tick();
+        let (_, events) = s.drain();
+        shots.extend(events.into_iter().filter_map(|e| match e {
+            GameEvent::Shot(s) => Some(s),
+            GameEvent::Respawn { .. } => None,
+        }));
+    }
+    shots
+}
+
+/// A deterministic uniform draw in `[-1, 1)`.
+fn noise(seed: u64) -> impl FnMut() -> f64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+}
+
+/// One-way delay, ticks (75 ms: half the shooter's RTT).
+const ONE_WAY: f64 = 4.8;
+/// An honest client's claim: its screen, one way and two ticks of interpolation behind.
+fn honest(sampled: f64) -> f64 {
+    sampled - ONE_WAY - 2.0
+}
+
+fn band_ticks(e: &crate::ShotEvent) -> f64 {
+    e.context.band().as_secs_f64() * 64.0
+}
+
+#[test]
+fn a_steady_honest_client_is_judged_at_its_claims_within_one_tick_of_band() {
+    let sent = client(600, |n| 20.3 + f64::from(n), |_| ONE_WAY, |_, t| honest(t));
+    let shots = play(&sent);
+    assert_eq!(shots.len(), 60);
+    for e in &shots {
+        let c = e.check.unwrap();
+        assert_eq!((c.used, c.clamp), (e.claimed, None), "{e:?}");
+        assert!(!e.context.jumped);
+    }
+    // No jitter: the band shrinks to its floor, one tick.
+    assert_eq!(shots.last().unwrap().context.band_us, 15_625);
+}
+
+#[test]
+fn a_jittery_honest_client_keeps_every_claim() {
+    // 25 ms of jitter either way on the way up, and 3% of inputs a tick late (their datagram
+    // lost, the next one carried them): the estimate moves with every arrival, the claims do
+    // not. Five links, 3,000 shots.
+    let mut bands = Vec::new();
+    for seed in 1..=5u64 {
+        let mut jitter = noise(seed);
+        let mut lost = noise(seed * 7919);
+        let up = move |_| ONE_WAY + 1.6 * jitter() + if lost() > 0.94 { 1.0 } else { 0.0 };
+        let sent = client(6000, |n| 20.0 + f64::from(n), up, |_, t| honest(t));
+        let shots = play(&sent);
+        assert_eq!(shots.len(), 600);
+        for e in &shots {
+            let c = e.check.unwrap();
+            assert_eq!((c.used, c.clamp), (e.claimed, None), "seed {seed}: {e:?}");
+            assert!(!e.context.jumped, "seed {seed}: {e:?}");
+        }
+        bands.extend(shots.iter().skip(10).map(band_ticks));
+    }
+    // The band follows the jitter: about 8 ms + 2 x 0.8 ticks.
+    let (lo, hi) = bands
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), b| (lo.min(*b), hi.max(*b)));
+    assert!(lo > 1.5 && hi < 3.5, "band {lo:.2}..{hi:.2} ticks");
+}
+
+#[test]
+fn a_consistent_liar_gains_at_most_its_band() {
+    // Every input claims 150 ms (9.6 ticks) earlier than the screen showed: the claims advance
+    // as an honest client's do, so nothing jumps, and the band is all the lie buys.
+    for (seed, jitter) in [(1u64, 0.0), (2, 1.6)] {
+        let mut j = noise(seed);
+        let up = move |_| ONE_WAY + jitter * j();
+        let sent = client(1200, |n| 20.0 + f64::from(n), up, |_, t| honest(t) - 9.6);
+        let shots = play(&sent);
+        assert_eq!(shots.len(), 120);
+        for e in &shots {
+            let c = e.check.unwrap();
+            assert!(!e.context.jumped, "{e:?}");
+            // At the band's edge, or later still when that edge is beyond the rewind window
+            // (the input waited in the buffer behind a late one).
+            let behind = -c.used.since(c.estimate);
+            match c.clamp {
+                Some(Clamp::Band) => assert!((behind - band_ticks(e)).abs() < 1e-3, "{e:?}"),
+                Some(Clamp::Window) => assert!(behind < band_ticks(e), "{e:?}"),
+                _ => panic!("{e:?}"),
+            }
+            // What the lie bought: how much earlier than the truth the shot was judged. On a
+            // steady link the estimate is within the tick of arrival rounding of the truth;
+            // on a jittery one an early arrival puts it earlier, by that jitter.
+            let truth = e.claimed.offset(9.6);
+            let gained = -c.used.since(truth);
+            let slack = 1.0 + jitter;
+            assert!(
+                gained <= band_ticks(e) + slack,
+                "gained {gained} ticks: {e:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_sudden_jump_back_is_judged_at_the_estimate() {
+    // Honest inputs, but every shot claims 150 ms earlier: a jump back each time.
+    let sent = client(
+        600,
+        |n| 20.0 + f64::from(n),
+        |_| ONE_WAY,
+        |n, t| honest(t) - if n % 10 == 0 { 9.6 } else { 0.0 },
+    );
+    let shots = play(&sent);
+    assert_eq!(shots.len(), 60);
+    for e in &shots {
+        let c = e.check.unwrap();
+        assert!(e.context.jumped, "{e:?}");
+        assert_eq!((c.clamp, c.used), (Some(Clamp::Jump), c.estimate), "{e:?}");
+    }
+    // One jump back, then the lie kept up: from then on it is consistent, and held to the band.
+    let sent = client(
+        600,
+        |n| 20.0 + f64::from(n),
+        |_| ONE_WAY,
+        |n, t| honest(t) - if n >= 105 { 9.6 } else { 0.0 },
+    );
+    let shots = play(&sent);
+    let clamps: Vec<_> = shots.iter().map(|e| e.check.unwrap().clamp).collect();
+    assert_eq!(clamps[..10], [None; 10]);
+    assert!(
+        clamps[10..].iter().all(|c| *c == Some(Clamp::Band)),
+        "{clamps:?}"
+    );
+}
+
+#[test]
+fn clocks_that_drift_are_followed_and_a_view_clock_sliding_back_is_held_to_the_band() {
+    // A client ticking 0.5% fast or slow, its view clock kept on the server's by its snapshots:
+    // the arrival offset drifts by 0.005 tick per input, which the smoothed mean follows.
+    for rate in [1.005, 0.995] {
+        let sent = client(
+            3000,
+            |n| 20.0 + f64::from(n) / rate,
+            |_| ONE_WAY,
+            |_, t| honest(t),
+        );
+        let shots = play(&sent);
+        assert_eq!(shots.len(), 300);
+        for e in &shots {
+            let c = e.check.unwrap();
+            assert_eq!((c.used, c.clamp), (e.claimed, None), "rate {rate}: {e:?}");
+            // The arrival tick rounds the drifting offset up or down: a band of a tick or two.
+            assert!(
+                !e.context.jumped && band_ticks(e) < 2.5,
+                "rate {rate}: {e:?}"
+            );
+        }
+    }
+    // A view clock running 1% slow, never corrected: its claims slide back 0.01 tick per input,
+    // which never looks like a jump; once they lie beyond the band, the band's edge is used.
+    let sent = client(
+        3000,
+        |n| 20.0 + f64::from(n),
+        |_| ONE_WAY,
+        |n, t| honest(t) - 0.01 * f64::from(n),
+    );
+    let shots = play(&sent);
+    assert!(shots.iter().all(|e| !e.context.jumped));
+    let first_clamped = shots
+        .iter()
+        .position(|e| e.check.unwrap().clamp.is_some())
+        .expect("the slide outgrows the band");
+    // One tick of band plus up to a tick of arrival rounding: the slide passes it by input 200.
+    assert!((10..=20).contains(&first_clamped), "{first_clamped}");
+    for e in &shots[first_clamped..] {
+        let c = e.check.unwrap();
+        assert_eq!(c.clamp, Some(Clamp::Band), "{e:?}");
+        assert!((-c.used.since(c.estimate) - band_ticks(e)).abs() < 1e-3);
+    }
+}
+
+#[test]
+fn a_screen_that_interpolated_across_lost_snapshots_is_judged_against_the_same_pair() {
+    // The target strafes four ticks one way and four back. A screen that lost the seven
+    // snapshots between ticks a and a + 8 drew it along the straight line between the two,
+    // never where it really went. The shot names that pair (back 4, span 8) and is judged
+    // against it; named as consecutive ticks, the same aim misses.
+    let run = |back: u8, span: u8| {
+        let mut s = Scene::new(MatchConfig::default(), false);
+        s.strafe(30, 0);
+        let a = s.m.current_tick();
+        for k in 0..8 {
+            s.seq += 1;
+            let right = if k < 4 { -127 } else { 127 };
+            let target = InputCmd {
+                seq: s.seq,
+                move_right: right,
+                yaw: 32_768,
+                ..InputCmd::default()
+            };
+            let idle = InputCmd {
+                seq: s.seq,
+                view: s.view(),
+                ..InputCmd::default()
+            };
+            s.send(s.target, target);
+            s.send(s.shooter, idle);
+            s.m.tick();
+            s.drain();
+        }
+        // Keep the claim close to the estimate, so that it is judged as claimed.
+        s.strafe(2, 0);
+        let view = ViewTime { tick: a, frac: 0 }.offset(4.25);
+        let h = s.m.history();
+        let (pa, pb) = (
+            h.get(a).unwrap().player(s.target).unwrap(),
+            h.get(a.plus(8)).unwrap().player(s.target).unwrap(),
+        );
+        let chord = interpolate(pa, pb, 4.25 / 8.0).unwrap();
+        let head =
+            s.m.hitboxes()
+                .pose(chord.pos, chord.yaw, chord.stance)
+                .head
+                .center;
+        let (yaw, pitch) = sim::aim(s.eye(), head);
+        s.seq += 1;
+        let cmd = InputCmd {
+            seq: s.seq,
+            view,
+            yaw,
+            pitch,
+            shot: Some(Shot {
+                yaw,
+                pitch,
+                back,
+                span,
+            }),
+            ..InputCmd::default()
+        };
+        s.send(s.shooter, cmd);
+        s.m.tick();
+        let (_, events) = s.drain();
+        events
+            .into_iter()
+            .find_map(|e| match e {
+                GameEvent::Shot(e) => Some(e),
+                GameEvent::Respawn { .. } => None,
+            })
+            .unwrap()
+    };
+    let named = run(4, 8);
+    let c = named.check.unwrap();
+    assert_eq!(c.clamp, None, "{named:?}");
+    assert_eq!(
+        c.bracket(&named.shot),
+        (c.used.tick.minus(4), c.used.tick.plus(4))
+    );
+    assert!(
+        matches!(
+            named.outcome,
+            ShotOutcome::Hit {
+                part: Part::Head,
+                ..
+            }
+        ),
+        "{named:?}"
+    );
+    let consecutive = run(0, 1);
+    assert_eq!(consecutive.outcome, ShotOutcome::Miss, "{consecutive:?}");
+    // A pair that does not hold the claim, or is wider than the protocol allows, is ignored.
+    let c = consecutive.check.unwrap();
+    for (back, span) in [(5, 2), (4, 9), (0, 0)] {
+        let shot = Shot {
+            back,
+            span,
+            ..consecutive.shot
+        };
+        assert_eq!(c.bracket(&shot), (c.used.tick, c.used.tick.next()));
+    }
 }

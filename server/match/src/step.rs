@@ -179,6 +179,7 @@ impl Match {
                 let jumped = p.view.claim(cmd.seq, cmd.view, band_ticks);
                 let context = cmd.shot.map(|_| {
                     next.context.unwrap_or(ShotContext {
+                        due: p.view.due(cmd.seq, next.arrived),
                         rtt_us: p.rtt.as_micros().min(u128::from(u32::MAX)) as u32,
                         band_us: band.as_micros().min(u128::from(u32::MAX)) as u32,
                         jumped,

@@ -175,10 +175,7 @@ fn a_shot_leaves_from_the_eyes_after_its_own_input_not_the_ticks_last() {
         tick: m.current_tick(),
         frac: 0,
     };
-    first.shot = Some(Shot {
-        yaw: 16_384,
-        pitch: 0,
-    });
+    first.shot = Some(Shot::aimed(16_384, 0));
     let cmds = [
         first,
         cmd(2, 127, 16_384),
@@ -840,7 +837,7 @@ fn scripted_match(
                     let (me, them) = (*m.state(*id).unwrap(), *m.state(target).unwrap());
                     let eye = m.hitboxes().eye(me.pos, me.stance);
                     let (yaw, pitch) = sim::aim(eye, them.pos + glam::Vec3::Y * 1.3);
-                    c.shot = Some(rewind_shared::protocol::Shot { yaw, pitch });
+                    c.shot = Some(rewind_shared::protocol::Shot::aimed(yaw, pitch));
                 }
                 cmds.push(c);
             }
@@ -946,7 +943,7 @@ head_multiplier = 4.0
         got,
         (
             3_567_386_507_892_842_722,
-            2_230_010_171_033_620_102,
+            1_682_453_464_512_526_581,
             3_787_300_270_418_404_400,
             797,
             78,

@@ -1,11 +1,14 @@
 //! What the server measures of each connection to check its view-time claims
 //! (docs/lag-compensation.md, "Checking the claim"):
 //!
-//! - **Arrival jitter.** Every input carries its sequence number, one per client tick, so
-//!   `arrival tick - seq` is constant on a perfect link; its variation is how irregularly the
-//!   connection's inputs reach the server (network jitter, loss repaired by the next datagram,
-//!   the sender's own timing). It is smoothed like TCP's RTT variation (RFC 6298): a mean with
-//!   gain 1/8 and a mean deviation with gain 1/4. The server measures it; a client cannot
+//! - **Arrival.** Every input carries its sequence number, one per client tick, so
+//!   `arrival tick - seq` is constant on a perfect link. Its smoothed mean says when input
+//!   `seq` was due to arrive, whatever delay that one packet met: the server's estimate of a
+//!   shot's view time starts there, so an honest claim does not look old because its datagram
+//!   was late. Its variation is how irregularly the connection's inputs reach the server
+//!   (network jitter, loss repaired by the next datagram, the sender's own timing). It is smoothed like TCP's RTT variation (RFC 6298): a mean with
+//!   gain 1/8 and a mean deviation, here with gain 1/16 (TCP's 1/4 makes a band that swings
+//!   by a factor of four on a steady jittery link). The server measures it; a client cannot
 //!   assert it.
 //! - **The claims' track.** Every input carries the client's view time. Consecutive applied
 //!   inputs must advance it by about one tick per sequence number: a claim that falls further
@@ -19,8 +22,8 @@ use rewind_shared::Tick;
 
 /// Gain of the smoothed arrival offset (RFC 6298's alpha).
 const MEAN_GAIN: f64 = 1.0 / 8.0;
-/// Gain of the arrival offset's mean deviation (RFC 6298's beta).
-const DEVIATION_GAIN: f64 = 1.0 / 4.0;
+/// Gain of the arrival offset's mean deviation (RFC 6298's beta is 1/4).
+const DEVIATION_GAIN: f64 = 1.0 / 16.0;
 /// Deviation assumed before a second input arrived, ticks: the arrival tick alone is only
 /// known to a tick.
 const FIRST_DEVIATION: f64 = 0.5;
@@ -51,6 +54,18 @@ impl ViewTrack {
         let error = x - self.mean;
         self.deviation += DEVIATION_GAIN * (error.abs() - self.deviation);
         self.mean += MEAN_GAIN * error;
+    }
+
+    /// When input `seq` was due to reach the server: its sequence number plus the smoothed
+    /// arrival offset, plus half a tick (an input counted as arriving at tick `t` came in
+    /// between `t` and `t + 1`). `arrived` is where it did arrive, used before any offset is
+    /// known.
+    pub fn due(&self, seq: u32, arrived: Tick) -> ViewTime {
+        let (tick, offset) = match self.base {
+            Some(base) => (Tick(seq.wrapping_add(base)), self.mean),
+            None => (arrived, 0.0),
+        };
+        ViewTime { tick, frac: 0 }.offset(offset + 0.5)
     }
 
     /// The smoothed mean deviation of the arrival offsets, ticks.

@@ -316,8 +316,13 @@ mod tests {
                         a.arrived_ago = rng() as u32;
                         a.view_ago = rng() as i32;
                         a.view_frac = rng() as u16;
-                        a.shot = Some(([rng() as u8; 2], [rng() as u8; 2]));
+                        a.shot =
+                            Some(([rng() as u8; 2], [rng() as u8; 2], rng() as u8, rng() as u8));
                         a.context = Some(rewind_match::lagcomp::ShotContext {
+                            due: rewind_shared::protocol::ViewTime {
+                                tick: Tick(rng() as u32),
+                                frac: rng() as u16,
+                            },
                             rtt_us: rng() as u32,
                             band_us: rng() as u32,
                             jumped: rng() % 2 == 0,

@@ -111,18 +111,23 @@ pub struct Explanation {
     pub shooter_name: String,
     pub seq: u32,
     pub claimed_view: String,
-    /// The server's own estimate of the view time (the input's arrival tick, less the RTT,
-    /// less the interpolation delay), for every shot, rejected ones included.
+    /// The server's own estimate of the view time (when the input was due to arrive, less the
+    /// RTT, less the interpolation delay), for every shot, rejected ones included.
     pub estimated_view: String,
     pub used_view: Option<String>,
+    /// The two history ticks the targets were interpolated between (those the shooter's
+    /// screen interpolated, when the shot was judged at its claim).
+    pub interpolated: Option<(u32, u32)>,
     pub clamped: bool,
     /// Why the shot was judged at another instant than its claim, in words.
     pub clamp: Option<String>,
     pub rejected: Option<String>,
     /// The raw evidence, for an independent re-judge: the claim as sent (tick and 1/65536
     /// fraction) and the estimate in the same units, the claim's signed distance from the
-    /// estimate (ms, positive when the claim is later), the aim as sent (angle steps), the tick
-    /// the input first reached the server and the shooter's round trip then, the band below
+    /// estimate (ms, positive when the claim is later), the aim as sent (angle steps), when the
+    /// input was due (the connection's smoothed arrival offset added to its sequence number,
+    /// plus half a tick), the tick it did first reach the server and the shooter's round trip
+    /// then, the band below
     /// the estimate the claim was allowed (ms) and whether the claim jumped back from the
     /// previous input's (then it had no band).
     pub claimed: ViewTime,
@@ -130,6 +135,7 @@ pub struct Explanation {
     pub offset_ms: f64,
     pub yaw: u16,
     pub pitch: i16,
+    pub due: ViewTime,
     pub arrived_tick: u32,
     pub rtt_ms: f64,
     pub band_ms: f64,
@@ -338,7 +344,7 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
     let mut left_out = Vec::new();
     if let Ok(check) = &shot.check {
         let h = m.history();
-        if let (Some(rewind), Some(now)) = (Rewind::at(h, check.used), h.get(shot.tick)) {
+        if let (Some(rewind), Some(now)) = (Rewind::of(h, check, &shot.shot), h.get(shot.tick)) {
             left_out = rewind
                 .left_out()
                 .into_iter()
@@ -380,6 +386,12 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
         claimed_view: shot.claimed.to_string(),
         estimated_view: shot.estimate.to_string(),
         used_view: shot.check.as_ref().ok().map(|c| c.used.to_string()),
+        interpolated: shot
+            .check
+            .as_ref()
+            .ok()
+            .and_then(|c| Rewind::of(m.history(), c, &shot.shot))
+            .map(|r| (r.ticks().0 .0, r.ticks().1 .0)),
         clamped: shot.check.as_ref().is_ok_and(|c| c.clamped()),
         clamp: shot
             .check
@@ -394,6 +406,7 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
             / f64::from(replayer.config.tick_rate.hz()),
         yaw: shot.shot.yaw,
         pitch: shot.shot.pitch,
+        due: shot.context.due,
         arrived_tick: shot.arrived.0,
         rtt_ms: shot.context.rtt().as_secs_f64() * 1000.0,
         band_ms: shot.context.band().as_secs_f64() * 1000.0,

@@ -119,7 +119,7 @@ fn a_recorded_headshot_is_explained_from_the_file_alone() {
     let s = m.state(shooter).unwrap();
     let (yaw, pitch) = sim::aim(m.hitboxes().eye(s.pos, s.stance), head);
     seq += 1;
-    for r in step(&mut m, shooter, target, seq, Some(Shot { yaw, pitch })) {
+    for r in step(&mut m, shooter, target, seq, Some(Shot::aimed(yaw, pitch))) {
         file.tick(r).unwrap();
     }
     for _ in 0..10 {
@@ -149,11 +149,21 @@ fn a_recorded_headshot_is_explained_from_the_file_alone() {
     assert_eq!((e.yaw, e.pitch), (yaw, pitch));
     assert_eq!(e.arrived_tick, sent_at.0);
     assert!((e.rtt_ms - 150.0).abs() < 1e-9, "{}", e.rtt_ms);
+    // Every input arrived in the tick it was sent: each was due half a tick into that tick.
     assert_eq!(
-        e.estimate, view,
-        "an honest claim is the server's own estimate here"
+        e.due,
+        ViewTime {
+            tick: sent_at,
+            frac: 32_768
+        }
     );
-    assert_eq!(e.offset_ms, 0.0);
+    assert_eq!(
+        e.estimate,
+        view.offset(0.5),
+        "an honest claim is half a tick before the server's estimate here"
+    );
+    assert_eq!(e.offset_ms, -7.8125);
+    assert!(!e.jumped && e.band_ms >= 15.625, "{}", e.band_ms);
     assert_eq!(e.max_range_m, 250.0);
     assert!(e.left_out.is_empty(), "{:?}", e.left_out);
     assert_eq!(
