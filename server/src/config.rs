@@ -90,12 +90,12 @@ pub struct ServerConfig {
     /// How far back shots may be judged, ms. Default 250, at most 1000.
     pub rewind_window_ms: u64,
     /// The band below the server's estimate that a claimed view time may reach is this margin
-    /// plus four times the connection's arrival jitter (at least one tick), ms. Default 8.
+    /// plus two arrival jitters of the connection (at least one tick), ms. Default 8.
     pub view_band_margin_ms: u64,
     /// The widest a connection's band grows, ms. Default 100, at most 1000.
     pub view_band_max_ms: u64,
     /// A claim further before the estimate than its band is rejected (true) rather than judged
-    /// at the band's edge (false, default).
+    /// at the estimate (false, default).
     pub reject_outside_band: bool,
     /// A trusted claim older than the window is clamped to its edge (true, default) or rejected.
     pub clamp_old_shots: bool,

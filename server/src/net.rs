@@ -84,7 +84,7 @@ impl std::fmt::Display for ServerReport {
             let g = &m.game;
             writeln!(
                 f,
-                "           shots {}: {} hits, {} rejected; {} judged at another instant than claimed ({} at the band's edge, {} jumped back), inputs {} applied, {} dropped (buffer full)",
+                "           shots {}: {} hits, {} rejected; {} judged at another instant than claimed ({} outside the band, {} jumped back: at the estimate), inputs {} applied, {} dropped (buffer full)",
                 g.shots,
                 g.hits,
                 g.shots_rejected,

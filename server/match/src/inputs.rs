@@ -16,10 +16,14 @@ use std::collections::VecDeque;
 pub(crate) const CATCH_UP_EVERY: u32 = 16;
 /// Most catch-up credit a player can bank.
 const CATCH_UP_MAX: u32 = 4 * CATCH_UP_EVERY;
-/// Ticks the next input in sequence is waited for when a later one is already here: datagrams
-/// overtake each other on a jittery link, and an input applied past a hole makes the missing
-/// one (and the shot it may carry) a duplicate when it lands.
+/// Fewest ticks the next input in sequence is waited for when a later one is already here:
+/// datagrams overtake each other on a jittery link, and an input applied past a hole makes the
+/// missing one (and the shot it may carry) a duplicate when it lands. A jittery connection
+/// waits longer ([`crate::viewtime::ViewTrack::reorder_wait`]), at most
+/// [`MAX_REORDER_WAIT`] ticks and never more than the input buffer holds.
 pub(crate) const REORDER_WAIT: u32 = 4;
+/// Most ticks an input waits for the one it overtook.
+pub(crate) const MAX_REORDER_WAIT: u32 = 16;
 
 /// Why an input datagram broke the protocol (the sender is disconnected).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -52,6 +56,9 @@ pub(crate) struct InputBuffer {
     queue: VecDeque<(InputCmd, Tick)>,
     /// Highest sequence number applied (0: none yet).
     pub applied: u32,
+    /// Highest sequence number dropped to stay within the bound (0: none): nothing before it
+    /// is waited for.
+    dropped: u32,
     /// Catch-up credit, earned one per tick.
     pub credit: u32,
 }
@@ -71,6 +78,7 @@ impl InputBuffer {
         InputBuffer {
             queue: VecDeque::with_capacity(capacity + 1),
             applied,
+            dropped: 0,
             credit,
         }
     }
@@ -86,7 +94,9 @@ impl InputBuffer {
         }
         self.queue.insert(at, (cmd, now));
         if self.queue.len() > bound {
-            self.queue.pop_front();
+            if let Some((c, _)) = self.queue.pop_front() {
+                self.dropped = self.dropped.max(c.seq);
+            }
             return Buffered::Overflowed;
         }
         Buffered::Kept
@@ -104,11 +114,13 @@ impl InputBuffer {
         self.credit = (self.credit + CATCH_UP_EVERY).min(CATCH_UP_MAX);
     }
 
-    /// Whether the next input waiting is the next in sequence.
+    /// Whether the next input waiting is the next in sequence (input 1 first, or the first
+    /// after those dropped).
     fn in_order(&self) -> bool {
+        let last = self.applied.max(self.dropped);
         self.queue
             .front()
-            .is_some_and(|(c, _)| self.applied == 0 || c.seq == self.applied + 1)
+            .is_some_and(|(c, _)| c.seq == last.wrapping_add(1))
     }
 
     /// When the next input waiting first arrived.
@@ -128,21 +140,26 @@ impl InputBuffer {
 
 /// The live source of a tick's inputs: each player's buffer, one input a tick, a second when
 /// the player is behind and has earned the credit for it. An input that would skip a hole in
-/// the sequence waits up to [`REORDER_WAIT`] ticks for the missing one first.
+/// the sequence waits for the missing one first, for the connection's reorder wait.
 pub(crate) struct FromBuffers {
     pub catch_up_above: usize,
+    /// Bounds of the reorder wait: [`REORDER_WAIT`], and the input buffer's size capped at
+    /// [`MAX_REORDER_WAIT`].
+    pub reorder_wait: (u32, u32),
 }
 
 impl InputSource for FromBuffers {
     fn next(&mut self, player: &mut Player, applied_now: u32, tick: Tick) -> Option<Scheduled> {
-        let b = &mut player.inputs;
-        let in_order = b.in_order();
+        let in_order = player.inputs.in_order();
         if !in_order {
+            let b = &player.inputs;
             let waited = b.front_arrived().map_or(0, |t| tick.since(t).max(0) as u32);
-            if applied_now != 0 || waited < REORDER_WAIT {
+            let (min, max) = self.reorder_wait;
+            if applied_now != 0 || waited < player.view.reorder_wait(min, max) {
                 return None;
             }
         }
+        let b = &mut player.inputs;
         let catch_up =
             applied_now == 1 && b.len() > self.catch_up_above && b.credit >= CATCH_UP_EVERY;
         if applied_now != 0 && !catch_up {

@@ -31,8 +31,9 @@ pub struct RewindPolicy {
     /// The widest the band grows, however jittery the connection (or a player faking it).
     /// Default 100 ms.
     pub band_max: Duration,
-    /// A claim further before the estimate than its band is judged at the band's edge
-    /// (default, false) or rejected as [`RejectReason::Untrusted`] (true).
+    /// A claim further before the estimate than its band is judged at the estimate (default,
+    /// false: as Source does beyond its 200 ms) or rejected as [`RejectReason::Untrusted`]
+    /// (true).
     pub reject_outside_band: bool,
     /// A trusted claim older than the window is clamped to the window's edge (default true,
     /// as Source does) or, when false, rejected.
@@ -91,7 +92,7 @@ pub enum Clamp {
     /// The claim jumped back from the connection's previous claims: judged at the estimate.
     Jump,
     /// The claim lay further before the estimate than the connection's band: judged at the
-    /// band's edge.
+    /// estimate.
     Band,
     /// Older than the rewind window: judged at the window's edge.
     Window,
@@ -115,7 +116,7 @@ impl std::fmt::Display for Clamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Clamp::Jump => "the claim jumped back from the previous input's: judged at the server's estimate",
-            Clamp::Band => "the claim was further before the server's estimate than the connection's band: judged at the band's edge",
+            Clamp::Band => "the claim was further before the server's estimate than the connection's band: judged at the estimate",
             Clamp::Window => "older than the rewind window: judged at the window's edge",
             Clamp::History => "older than the history held: judged at the oldest tick",
         })
@@ -253,7 +254,7 @@ impl RewindPolicy {
                     band_ms: band.as_millis() as u32,
                 });
             }
-            used = estimate.offset(-ticks(band, rate));
+            used = estimate;
             clamp = Some(if context.jumped {
                 Clamp::Jump
             } else {
@@ -492,15 +493,14 @@ mod tests {
     }
 
     #[test]
-    fn claims_before_the_band_are_judged_at_its_edge_or_rejected() {
+    fn claims_before_the_band_are_judged_at_the_estimate_or_rejected() {
         let p = RewindPolicy::default();
         let c = ctx(100, 20, false);
         let estimate = RewindPolicy::estimate(c.due, c.rtt(), RATE);
-        // 150 ms before the estimate: judged 20 ms (1.28 ticks) before it.
+        // 150 ms before the estimate: judged at the estimate.
         let lie = estimate.offset(-9.6);
         let v = check(&p, lie, c).unwrap();
-        assert_eq!(v.clamp, Some(Clamp::Band));
-        assert!((v.used.since(estimate) + 1.28).abs() < 1e-4, "{}", v.used);
+        assert_eq!((v.clamp, v.used), (Some(Clamp::Band), estimate));
         let strict = RewindPolicy {
             reject_outside_band: true,
             ..RewindPolicy::default()

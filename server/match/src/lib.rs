@@ -117,7 +117,7 @@ pub struct MatchStats {
     /// Shots judged at a clamped view time.
     pub shots_clamped: u64,
     /// Of those, shots whose claim lay further before the estimate than the band (judged at
-    /// the band's edge), and shots whose claim jumped back (judged at the estimate).
+    /// the estimate), and shots whose claim jumped back (judged at the estimate).
     pub shots_band: u64,
     pub shots_jumped: u64,
 }

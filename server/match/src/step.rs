@@ -13,7 +13,7 @@
 //! ([`FromRecord`]). Both run [`Match::advance`]: there is no live/replay switch inside it.
 
 use crate::combat::{GameEvent, PendingShot, ShotEvent};
-use crate::inputs::FromBuffers;
+use crate::inputs::{FromBuffers, MAX_REORDER_WAIT, REORDER_WAIT};
 use crate::journal::{AppliedInput, Membership, TickRecord};
 use crate::lagcomp::ShotContext;
 use crate::membership::JoinError;
@@ -91,8 +91,11 @@ impl Match {
     /// Advances the world by one tick with the inputs the players sent, and writes one
     /// snapshot per player. Drain the outputs afterwards.
     pub fn tick(&mut self) -> Tick {
+        let buffer = u32::try_from(self.config.input_buffer).unwrap_or(u32::MAX);
+        let most = buffer.clamp(1, MAX_REORDER_WAIT);
         let mut source = FromBuffers {
             catch_up_above: self.config.catch_up_above,
+            reorder_wait: (REORDER_WAIT.min(most), most),
         };
         self.advance(&mut source);
         self.replicate();

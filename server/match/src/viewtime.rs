@@ -6,10 +6,11 @@
 //!   `seq` was due to arrive, whatever delay that one packet met: the server's estimate of a
 //!   shot's view time starts there, so an honest claim does not look old because its datagram
 //!   was late. Its variation is how irregularly the connection's inputs reach the server
-//!   (network jitter, loss repaired by the next datagram, the sender's own timing). It is smoothed like TCP's RTT variation (RFC 6298): a mean with
-//!   gain 1/8 and a mean deviation, here with gain 1/16 (TCP's 1/4 makes a band that swings
-//!   by a factor of four on a steady jittery link). The server measures it; a client cannot
-//!   assert it.
+//!   (network jitter, loss repaired by the next datagram, the sender's own timing). Both are
+//!   smoothed like TCP's RTT (RFC 6298): the mean with gain 1/8, the mean deviation here with
+//!   gain 1/16 (TCP's 1/4 makes a band that swings by a factor of four on a steady jittery
+//!   link); the first samples are averaged plainly (gain 1/n while that is larger). The server
+//!   measures them; a client cannot assert them.
 //! - **The claims' track.** Every input carries the client's view time. Consecutive applied
 //!   inputs must advance it by about one tick per sequence number: a claim that falls further
 //!   back than the connection's band from where the previous claim puts it is a jump.
@@ -39,6 +40,8 @@ pub(crate) struct ViewTrack {
     deviation: f64,
     /// The previous applied input's sequence number and claim.
     last: Option<(u32, ViewTime)>,
+    /// Arrival offsets taken so far (saturating).
+    samples: u32,
 }
 
 impl ViewTrack {
@@ -48,12 +51,17 @@ impl ViewTrack {
         let Some(base) = self.base else {
             self.base = Some(offset);
             self.deviation = FIRST_DEVIATION;
+            self.samples = 1;
             return;
         };
         let x = f64::from(offset.wrapping_sub(base) as i32);
         let error = x - self.mean;
-        self.deviation += DEVIATION_GAIN * (error.abs() - self.deviation);
-        self.mean += MEAN_GAIN * error;
+        // The first samples are averaged plainly (gain 1/n), so that a new connection's
+        // figures are right within a few inputs rather than after dozens.
+        self.samples = self.samples.saturating_add(1);
+        let plain = 1.0 / f64::from(self.samples);
+        self.deviation += DEVIATION_GAIN.max(plain) * (error.abs() - self.deviation);
+        self.mean += MEAN_GAIN.max(plain) * error;
     }
 
     /// When input `seq` was due to reach the server: its sequence number plus the smoothed
@@ -66,6 +74,15 @@ impl ViewTrack {
             None => (arrived, 0.0),
         };
         ViewTime { tick, frac: 0 }.offset(offset + 0.5)
+    }
+
+    /// Ticks an input that overtook the one before it waits for it: five arrival jitters and
+    /// a tick (uniformly jittered inputs overtake each other by up to four mean deviations of
+    /// their arrival; the fifth covers the estimate's own wobble), at least `min`, at most
+    /// `max`.
+    pub fn reorder_wait(&self, min: u32, max: u32) -> u32 {
+        let wait = (5.0 * self.deviation).ceil().min(f64::from(max)) as u32 + 1;
+        wait.clamp(min, max.max(min))
     }
 
     /// The smoothed mean deviation of the arrival offsets, ticks.
