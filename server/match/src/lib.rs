@@ -77,9 +77,11 @@ use std::time::Duration;
 /// an input past a hole in the sequence waits a few ticks for the missing one, and a tick that
 /// applied none of a player's inputs is owed a catch-up; the sphere and capsule hit tests no
 /// longer lose millimetres to f32 cancellation at long range. Version 4: every input carries
-/// its view time and a shot is judged at its input's; the claim is checked against a band below
-/// the estimate sized from the connection's arrival jitter, and a claim that jumps back gets no
-/// band (`viewtime.rs`, `scenarios.rs`).
+/// its view time and a shot is judged at its input's; the estimate starts from when the input
+/// was due (the connection's smoothed arrival); the claim is checked against a band below the
+/// estimate sized from the connection's arrival jitter, a claim beyond it or one that jumped
+/// back is judged at the estimate; targets are interpolated between the two snapshots the
+/// shooter's screen interpolated (`viewtime.rs`, `scenarios.rs`).
 /// A recording replays exactly on any build with the same `SIM_VERSION` (and the same assets,
 /// which the recording carries). `tests::the_rules_are_pinned` fails when the rules change;
 /// bump this when it does.
