@@ -254,7 +254,13 @@ impl RewindPolicy {
                     band_ms: band.as_millis() as u32,
                 });
             }
-            used = estimate;
+            // Never after the newest tick (an estimate can be, for a client whose sequence
+            // numbers ran ahead of its arrivals).
+            used = if estimate.since(now) > 0.0 {
+                now
+            } else {
+                estimate
+            };
             clamp = Some(if context.jumped {
                 Clamp::Jump
             } else {
@@ -530,6 +536,17 @@ mod tests {
         let v = check(&p, claim, ctx(100, 20, true)).unwrap();
         assert_eq!(v.clamp, Some(Clamp::Jump));
         assert_eq!(v.used, estimate);
+        // An estimate after the newest tick (sequence numbers that ran ahead of the arrivals)
+        // is never used: the newest tick is.
+        let ahead = ShotContext {
+            due: vt(1020, 0),
+            ..ctx(100, 20, true)
+        };
+        let beyond = RewindPolicy::estimate(ahead.due, ahead.rtt(), RATE);
+        let v = p
+            .check(vt(990, 7), Tick(1000), Tick(900), beyond, ahead, RATE)
+            .unwrap();
+        assert_eq!((v.used, v.clamp), (vt(1000, 0), Some(Clamp::Jump)));
         // A jump that still lands after the estimate is taken as it is.
         let after = estimate.offset(0.5);
         assert_eq!(check(&p, after, ctx(100, 20, true)).unwrap().used, after);
