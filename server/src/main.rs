@@ -1,5 +1,5 @@
-//! `rewind-server`: hosts authoritative matches until Ctrl-C; also verifies and reviews
-//! recordings.
+//! `rewind-server`: hosts authoritative matches until Ctrl-C or SIGTERM; also verifies and
+//! reviews recordings.
 
 mod review_cli;
 
@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Rewind: an authoritative, lag-compensating game server over QUIC.
 ///
-/// Without a subcommand it hosts matches until Ctrl-C: players are seated in matches of
+/// Without a subcommand it hosts matches until Ctrl-C or SIGTERM: players are seated in matches of
 /// `--match-size` as they join, up to `--matches` at once. Settings come from the defaults, then
 /// `--config FILE` (TOML, see docs/configuration.md), then the flags below.
 #[derive(Parser, Debug)]
@@ -208,8 +208,10 @@ fn main() -> anyhow::Result<()> {
         .block_on(serve(config))
 }
 
-/// Hosts matches until Ctrl-C, then prints what happened.
+/// Hosts matches until Ctrl-C or SIGTERM, then shuts down cleanly (players told, recordings
+/// finished) and prints what happened. Fails when a recording was lost.
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let stop = stop_signal()?;
     let server = Server::start(config)
         .await
         .context("cannot start the server")?;
@@ -221,20 +223,55 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             path.display()
         );
     }
-    tokio::signal::ctrl_c()
+    let signal = stop.await?;
+    eprintln!("{signal}: shutting down");
+    let report = tokio::time::timeout(SHUTDOWN_LIMIT, server.shutdown())
         .await
-        .context("cannot listen for Ctrl-C")?;
-    eprintln!("shutting down");
-    let report = server.shutdown().await;
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "shutdown took longer than {} s; recordings may be unfinished",
+                SHUTDOWN_LIMIT.as_secs()
+            )
+        })?;
     eprint!("{report}");
-    for e in report.recording_errors() {
-        eprintln!("recording failed: {e}");
-    }
     if let Some(path) = report.recordings().next() {
         eprintln!(
             "review a recording with:\n  cargo run --release -p rewind-server -- review {} summary",
             path.display()
         );
     }
+    let failed: Vec<String> = report.recording_errors().collect();
+    if !failed.is_empty() {
+        anyhow::bail!("recording failed: {}", failed.join("; "));
+    }
     Ok(())
+}
+
+/// The longest a shutdown may take: ending the matches, telling the players, finishing the
+/// recordings. An orchestrator's grace period after SIGTERM is 30 s by default.
+const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Listens for SIGINT (Ctrl-C) and SIGTERM (what a container stop sends) from now on; the
+/// future ends with the first and names it.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<&'static str>>>
+{
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.map(|()| "SIGINT").context("cannot listen for Ctrl-C"),
+                _ = term.recv() => Ok("SIGTERM"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c()
+                .await
+                .map(|()| "Ctrl-C")
+                .context("cannot listen for Ctrl-C")
+        }
+    })
 }

@@ -55,25 +55,8 @@ pub fn verify(file: &Path, json: bool) -> anyhow::Result<()> {
     let result = replayer.verify()?;
     let seconds = started.elapsed().as_secs_f64();
     let damage = rec.damage.as_ref().map(ToString::to_string);
-    match result {
-        Ok(v) => {
-            let match_seconds = v.ticks as f64 / f64::from(rec.header.settings.tick_rate_hz.max(1));
-            if json {
-                print_json(&serde_json::json!({
-                    "verified": true, "ticks": v.ticks, "from_tick": v.from_tick, "to_tick": v.to_tick,
-                    "shots": v.shots, "replay_seconds": seconds, "damage": damage,
-                }))?;
-            } else {
-                say!(
-                    "verified: ticks {}..={} ({} ticks, {:.1} s of play, {} shots) replayed in {:.3} s; every state hash and verdict matches",
-                    v.from_tick, v.to_tick, v.ticks, match_seconds, v.shots, seconds
-                );
-                if let Some(d) = damage {
-                    say!("only the readable part was verified: {d}");
-                }
-            }
-            Ok(())
-        }
+    let v = match result {
+        Ok(v) => v,
         Err(d) => {
             if json {
                 print_json(&serde_json::json!({
@@ -82,6 +65,85 @@ pub fn verify(file: &Path, json: bool) -> anyhow::Result<()> {
             }
             bail!("{d}")
         }
+    };
+    let checked = Checked::of(&rec, &v);
+    let match_seconds = v.ticks as f64 / f64::from(rec.header.settings.tick_rate_hz.max(1));
+    if json {
+        print_json(&serde_json::json!({
+            "verified": true, "ticks": v.ticks, "from_tick": v.from_tick, "to_tick": v.to_tick,
+            "shots": v.shots, "replay_seconds": seconds, "damage": damage,
+            "recorded_ticks": checked.recorded, "whole": checked.whole,
+            "finished": checked.finished, "footer_matches": checked.footer_matches,
+            "complete": checked.complete(&damage),
+        }))?;
+    } else {
+        say!(
+            "verified: ticks {}..={} ({} ticks, {:.1} s of play, {} shots) replayed in {:.3} s; every state hash and verdict matches",
+            v.from_tick, v.to_tick, v.ticks, match_seconds, v.shots, seconds
+        );
+        match checked.recorded {
+            Some((first, last)) if !checked.whole => say!(
+                "only ticks {}..={} of the recorded {first}..={last} were checked (the replay starts after the first readable keyframe)",
+                v.from_tick + 1, v.to_tick
+            ),
+            _ => {}
+        }
+        match checked.footer_matches {
+            None => say!("no footer: the match did not finish cleanly (the server stopped or crashed)"),
+            Some(false) => say!("the footer does not match the ticks and keyframes in the file"),
+            Some(true) => say!("the footer matches the ticks and keyframes in the file: the match finished cleanly"),
+        }
+        if let Some(d) = &damage {
+            say!("only the readable part was verified: {d}");
+        }
+    }
+    if !checked.complete(&damage) {
+        bail!("the recording is damaged, unfinished or only partly checked (see above)");
+    }
+    Ok(())
+}
+
+/// What `verify` could check of a recording besides the replay itself.
+struct Checked {
+    /// The first and last recorded tick.
+    recorded: Option<(u32, u32)>,
+    /// The replay covered every recorded tick.
+    whole: bool,
+    finished: bool,
+    /// `None` without a footer.
+    footer_matches: Option<bool>,
+}
+
+impl Checked {
+    fn of(rec: &Recording, v: &rewind_record::replay::Verified) -> Checked {
+        let recorded = rec
+            .ticks
+            .first()
+            .zip(rec.ticks.last())
+            .map(|(a, b)| (a.tick.0, b.tick.0));
+        // The replay starts from a keyframe taken after tick `from_tick` and checks every tick
+        // after it: all of them when that keyframe precedes the first record.
+        let whole =
+            recorded.is_some_and(|(a, b)| Tick(a).since(Tick(v.from_tick)) >= 1 && v.to_tick == b);
+        let footer_matches = rec.footer.as_ref().map(|f| {
+            let keyframes: Vec<u32> = rec.keyframes.iter().map(|k| k.tick.0).collect();
+            let listed: Vec<u32> = f.keyframes.iter().map(|(t, _)| t.0).collect();
+            recorded == Some((f.first_tick.0, f.last_tick.0))
+                && f.ticks == rec.ticks.len() as u64
+                && f.dropped == 0
+                && keyframes == listed
+        });
+        Checked {
+            recorded,
+            whole,
+            finished: rec.footer.is_some(),
+            footer_matches,
+        }
+    }
+
+    /// Undamaged, finished with a matching footer, and replayed from its first tick to its last.
+    fn complete(&self, damage: &Option<String>) -> bool {
+        damage.is_none() && self.whole && self.footer_matches == Some(true)
     }
 }
 
