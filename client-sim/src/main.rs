@@ -81,8 +81,13 @@ struct Args {
     link: client_sim::link::LinkArgs,
 }
 
+/// Runs the bots; a failure is printed as one line and the exit code is 1.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    rewind_shared::errors::exit(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     client_sim::init_tracing();
     let args = Args::parse();
     let trusted = transport::load_trusted(&args.cert).with_context(|| {

@@ -179,7 +179,12 @@ impl Args {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; a failure is printed as one line and the exit code is 1.
+fn main() -> std::process::ExitCode {
+    rewind_shared::errors::exit(run())
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

@@ -1,7 +1,8 @@
 //! The `rewind-server` binary under an orchestrator's signals: SIGTERM (what a container stop
 //! sends) shuts it down as cleanly as Ctrl-C: players are told why, the recording is finished
 //! with its footer, the report is printed, and the process exits 0. `verify` then accepts the
-//! recording, and refuses the same file crashed, cut or without its first keyframe.
+//! recording, and refuses the same file crashed, cut or without its first keyframe. A failure
+//! is one line and exit code 1.
 
 use rewind_record::format::{decode_frame, Frame, PREAMBLE};
 use rewind_shared::protocol::{CloseCode, Hello, ServerControl, PROTOCOL_VERSION};
@@ -211,4 +212,21 @@ fn frames(bytes: &[u8]) -> Vec<(&'static str, std::ops::Range<usize>)> {
         at += len;
     }
     out
+}
+
+#[test]
+fn a_failure_is_one_line_and_a_non_zero_exit() {
+    let out = Command::new(BIN)
+        .args(["verify", "/nonexistent/match.rwd"])
+        .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: cannot read /nonexistent/match.rwd: "),
+        "{err}"
+    );
 }

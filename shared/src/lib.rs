@@ -4,6 +4,7 @@
 //! Invariant: this crate does no network I/O, reads no clock and has no async runtime.
 
 pub mod codec;
+pub mod errors;
 pub mod hitbox;
 pub mod lagcomp;
 pub mod map;

@@ -18,6 +18,54 @@ pub const PROTOCOL_VERSION: u16 = 5;
 pub const ALPN: &[u8] = b"rewind/5";
 /// Longest player name, in bytes of UTF-8.
 pub const MAX_NAME_BYTES: usize = 32;
+/// Whether `c` may appear in a player name: anything printable, the space included, but no
+/// control character (Unicode's Cc: C0, DEL, C1), no other whitespace (tabs, line and
+/// paragraph separators, no-break and wide spaces), and none of the invisible characters that
+/// reorder or hide text: the bidirectional marks, embeddings, overrides and isolates
+/// (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069), the zero-width characters
+/// (U+200B to U+200D, U+2060 to U+2064, U+FEFF) and the soft hyphen (U+00AD).
+pub fn name_char_allowed(c: char) -> bool {
+    !(c.is_control()
+        || (c.is_whitespace() && c != ' ')
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+                | '\u{00AD}'
+        ))
+}
+
+/// Whether a player name is acceptable: 1 to [`MAX_NAME_BYTES`] bytes of UTF-8, every
+/// character allowed by [`name_char_allowed`], and no space at either end.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name.chars().all(name_char_allowed)
+        && !name.starts_with(' ')
+        && !name.ends_with(' ')
+}
+
+/// A string safe to print on a terminal or in a report, for text that came from a peer or a
+/// file: every character [`name_char_allowed`] refuses is written as its escape (`\u{1b}`).
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().all(name_char_allowed) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if name_char_allowed(c) {
+            out.push(c);
+        } else {
+            out.extend(c.escape_unicode());
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Longest join token, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 128;
 /// Largest control-stream frame body, in bytes.
@@ -47,7 +95,7 @@ impl std::fmt::Display for PlayerId {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub protocol_version: u16,
-    /// Display name, 1 to [`MAX_NAME_BYTES`] bytes, no control characters.
+    /// Display name, 1 to [`MAX_NAME_BYTES`] bytes ([`valid_name`]).
     pub name: String,
     /// Join token; checked only when the server is configured with one.
     pub token: String,
@@ -579,6 +627,40 @@ mod tests {
         assert_eq!(later.since(v), 1.5);
         assert_eq!(later.offset(-1.5), v);
         assert_eq!(v.since(later), -1.5);
+    }
+
+    #[test]
+    fn names_are_printable_text_and_anything_else_is_escaped_for_printing() {
+        for ok in [
+            "ana",
+            "Zoë",
+            "李小龙",
+            "<script>alert(1)</script>",
+            "a & b",
+            "x y",
+        ] {
+            assert!(valid_name(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            " ana",
+            "ana ",
+            "a\tb",
+            "a\nb",
+            "red\u{1b}[31m",
+            "del\u{7f}",
+            "c1\u{9b}",
+            "evil\u{202E}gpj.exe",
+            "zero\u{200B}width",
+            "nbsp\u{a0}",
+            "bom\u{FEFF}",
+            &"x".repeat(MAX_NAME_BYTES + 1),
+        ] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+        assert_eq!(printable("ana"), "ana");
+        assert_eq!(printable("red\u{1b}[31m"), "red\\u{1b}[31m");
+        assert_eq!(printable("a\u{202E}b"), "a\\u{202e}b");
     }
 
     #[test]

@@ -22,6 +22,11 @@ const CATCH_UP_MAX: u32 = 4 * CATCH_UP_EVERY;
 /// waits longer ([`crate::viewtime::ViewTrack::reorder_wait`]), at most
 /// [`MAX_REORDER_WAIT`] ticks and never more than the input buffer holds.
 pub(crate) const REORDER_WAIT: u32 = 4;
+/// Furthest an input's sequence number may be ahead of the last one applied: about 17 minutes
+/// of inputs at 64 Hz, far more than a link that loses everything for a while can skip. A
+/// client that jumps further (towards the end of the 32-bit space, after which it could never
+/// send again) breaks the protocol and is closed with the reason.
+pub const MAX_SEQ_AHEAD: u32 = 1 << 16;
 /// Most ticks an input waits for the one it overtook.
 pub(crate) const MAX_REORDER_WAIT: u32 = 16;
 
@@ -34,6 +39,8 @@ pub enum InputError {
     TooManyInputs(usize),
     #[error("input sequence numbers must start at 1 and ascend")]
     BadSequence,
+    #[error("input {seq} is more than {MAX_SEQ_AHEAD} ahead of the last applied, {applied}")]
+    SequenceJump { seq: u32, applied: u32 },
     #[error("acknowledged snapshot {ack} is newer than the server's tick {now}")]
     AckFromFuture { ack: Tick, now: Tick },
 }
@@ -44,7 +51,9 @@ impl InputError {
         match self {
             InputError::UnknownPlayer(_) => None,
             InputError::TooManyInputs(_) => Some(RefusalReason::TooManyInputs),
-            InputError::BadSequence => Some(RefusalReason::BadSequence),
+            InputError::BadSequence | InputError::SequenceJump { .. } => {
+                Some(RefusalReason::BadSequence)
+            }
             InputError::AckFromFuture { .. } => Some(RefusalReason::AckFromFuture),
         }
     }
@@ -205,6 +214,15 @@ impl Match {
             || batch.inputs.windows(2).any(|w| w[0].seq >= w[1].seq)
         {
             return Err(InputError::BadSequence);
+        }
+        let applied = self.players[i].inputs.applied;
+        if let Some(last) = batch.inputs.last() {
+            if u64::from(last.seq) > u64::from(applied) + u64::from(MAX_SEQ_AHEAD) {
+                return Err(InputError::SequenceJump {
+                    seq: last.seq,
+                    applied,
+                });
+            }
         }
         if let Some(ack) = batch.ack {
             if ack.is_after(self.tick) {

@@ -16,14 +16,11 @@ use std::time::Duration;
 pub enum JoinError {
     #[error("the match is full: all {0} player slots are taken")]
     Full(usize),
-    #[error("player name must be 1 to {MAX_NAME_BYTES} bytes without control characters")]
+    #[error("player name must be 1 to {MAX_NAME_BYTES} bytes of printable text, without control, invisible or layout characters and without a space at either end")]
     BadName,
 }
 
-/// Whether a player name is acceptable: 1 to [`MAX_NAME_BYTES`] bytes, no control characters.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_NAME_BYTES && !name.chars().any(char::is_control)
-}
+pub use rewind_shared::protocol::valid_name;
 
 impl Match {
     /// Adds a player at the next spawn point; `max_datagram` bounds the snapshots written for

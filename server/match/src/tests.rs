@@ -113,6 +113,21 @@ fn protocol_violations_are_errors() {
         m.receive(id, &batch(&[cmd(2, 0, 0), cmd(2, 0, 0)])),
         Err(InputError::BadSequence)
     );
+    // Far ahead of what was applied (towards the end of the sequence space).
+    let jump = m.receive(id, &batch(&[cmd(u32::MAX, 0, 0)])).unwrap_err();
+    assert_eq!(
+        jump,
+        InputError::SequenceJump {
+            seq: u32::MAX,
+            applied: 0
+        }
+    );
+    assert_eq!(
+        jump.to_string(),
+        "input 4294967295 is more than 65536 ahead of the last applied, 0"
+    );
+    m.receive(id, &batch(&[cmd(inputs::MAX_SEQ_AHEAD, 0, 0)]))
+        .expect("a gap within the bound is fine");
     let many: Vec<_> = (1..=9).map(|s| cmd(s, 0, 0)).collect();
     assert_eq!(
         m.receive(id, &batch(&many)),

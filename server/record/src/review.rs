@@ -9,6 +9,7 @@ use glam::Vec3;
 use rewind_match::lagcomp::Rewind;
 use rewind_shared::hitbox::{Part, Posed};
 use rewind_shared::lagcomp::MAX_RANGE;
+use rewind_shared::protocol::printable;
 use rewind_shared::protocol::{PlayerId, ShotOutcome, ViewTime};
 use rewind_shared::sim::{PlayerState, Stance};
 use rewind_shared::Tick;
@@ -180,20 +181,46 @@ pub struct WorldAt {
     pub players: Vec<PlayerAt>,
 }
 
+/// Every player's name as the recording gives it, made printable: a file is untrusted, and a
+/// forged name may carry terminal escapes ([`printable`]).
 fn names(rec: &Recording) -> BTreeMap<PlayerId, String> {
     let mut names: BTreeMap<PlayerId, String> = rec
         .keyframes
         .first()
-        .map(|k| k.players.iter().map(|p| (p.id, p.name.clone())).collect())
+        .map(|k| {
+            k.players
+                .iter()
+                .map(|p| (p.id, printable(&p.name).into_owned()))
+                .collect()
+        })
         .unwrap_or_default();
     for t in &rec.ticks {
         for m in &t.membership {
             if let Membership::Join { id, name } = m {
-                names.insert(*id, name.clone());
+                names.insert(*id, printable(name).into_owned());
             }
         }
     }
     names
+}
+
+/// Text for an SVG document: the five characters XML gives meaning to, escaped.
+fn xml(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['&', '<', '>', '"', '\'']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn verdict(outcome: &ShotOutcome) -> String {
@@ -263,7 +290,7 @@ pub fn summary(rec: &Recording) -> Summary {
     let last = rec.last_tick().map_or(0, |t| t.0);
     Summary {
         map: rewind_shared::map::Map::parse(&rec.header.map_toml)
-            .map_or_else(|_| "?".into(), |m| m.name),
+            .map_or_else(|_| "?".into(), |m| printable(&m.name).into_owned()),
         tick_rate_hz: s.tick_rate_hz,
         first_tick: first,
         last_tick: last,
@@ -447,7 +474,10 @@ pub fn world_at(rec: &Recording, tick: Tick) -> Result<WorldAt, ReviewError> {
                 let s = PlayerState::from_net(&p.state);
                 PlayerAt {
                     id: p.id.0,
-                    name: names.get(&p.id).cloned().unwrap_or_else(|| p.name.clone()),
+                    name: names
+                        .get(&p.id)
+                        .cloned()
+                        .unwrap_or_else(|| printable(&p.name).into_owned()),
                     pos: arr(s.pos),
                     yaw: s.yaw,
                     pitch: s.pitch,
@@ -496,7 +526,7 @@ pub fn svg(e: &Explanation) -> String {
         e.index,
         e.tick,
         e.verdict,
-        e.shooter_name,
+        xml(&e.shooter_name),
         e.used_view.as_deref().unwrap_or("-")
     );
     for (lo, hi) in &e.walls {
@@ -531,7 +561,7 @@ pub fn svg(e: &Explanation) -> String {
             p.head.1 * scale,
             tx(p.pos[0]) + r * scale + 2.0,
             tz(p.pos[2]),
-            p.name
+            xml(&p.name)
         );
     }
     let hit_point = e.distance_m.map(|d| origin + dir * d);
@@ -588,7 +618,7 @@ pub fn svg(e: &Explanation) -> String {
             p.head.1 * hs,
             sx(along(head)) + 8.0,
             sy(head.y + 0.3),
-            p.name,
+            xml(&p.name),
             if p.crouching { " (crouching)" } else { "" }
         );
     }

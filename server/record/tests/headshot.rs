@@ -8,7 +8,7 @@ use rewind_record::reader::Recording;
 use rewind_record::replay::Replayer;
 use rewind_record::review;
 use rewind_record::writer::RecordWriter;
-use rewind_record::Header;
+use rewind_record::{Header, Membership};
 use rewind_shared::hitbox::{Hitboxes, Part};
 use rewind_shared::map::{default_assets_dir, Map};
 use rewind_shared::protocol::{
@@ -85,7 +85,8 @@ fn a_recorded_headshot_is_explained_from_the_file_alone() {
     );
     // A shooter at the origin facing +x, 150 ms of RTT away; a target 20 m away, strafing.
     // Placed by hand, so the recording starts from a keyframe taken after the placing.
-    let shooter = m.join("shooter", MAX_DATAGRAM).unwrap();
+    // A name that is fine as text and hostile as markup.
+    let shooter = m.join("<script>alert(1)</script>", MAX_DATAGRAM).unwrap();
     let target = m.join("target", MAX_DATAGRAM).unwrap();
     m.teleport(shooter, PlayerState::spawn(Vec3::ZERO, 0));
     m.teleport(
@@ -188,6 +189,30 @@ fn a_recorded_headshot_is_explained_from_the_file_alone() {
         review::summary(&rec),
         review::Summary { headshots: 1, .. }
     ));
+    // The picture shows the name as text, never as markup.
+    let svg = review::svg(&e);
+    assert!(
+        svg.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{svg}"
+    );
+    assert!(!svg.contains("<script>"));
+    // A forged file cannot put terminal escapes or invisible characters into a review: names
+    // read back are made printable (the replay itself would refuse the join).
+    let mut forged = Recording::parse(Path::new("forged.rwd"), &bytes).unwrap();
+    forged.ticks[5].membership.push(Membership::Join {
+        id: PlayerId(9),
+        name: "\u{1b}[31mred\u{202E}".into(),
+    });
+    let names: Vec<String> = review::summary(&forged)
+        .players
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(
+        names.contains(&"\\u{1b}[31mred\\u{202e}".to_string()),
+        "{names:?}"
+    );
+    assert!(names.iter().all(|n| !n.contains('\u{1b}')));
     assert!(matches!(
         rec.ticks
             .iter()
