@@ -134,10 +134,13 @@ pub(crate) async fn run(id: u32, host: Arc<Host>, commands: mpsc::Receiver<Comma
         let ended = hosted.run().await;
         let seconds = hosted.opened.elapsed().as_secs_f64();
         let recording = match hosted.recorder.take() {
-            Some(r) => match tokio::task::spawn_blocking(move || r.finish()).await {
-                Ok(Ok(path)) => Some(path),
-                Ok(Err(e)) => {
-                    recording_error = Some(e.to_string());
+            Some(r) => match tokio::task::spawn_blocking(move || (r.dropped(), r.finish())).await {
+                Ok((_, Ok(path))) => Some(path),
+                Ok((dropped, Err(e))) => {
+                    recording_error = Some(format!(
+                        "{}; {dropped} records of the match were not written",
+                        rewind_shared::errors::one_line(&e)
+                    ));
                     None
                 }
                 Err(e) => {

@@ -350,11 +350,10 @@ fn flood(conn: &quinn::Connection, per_tick: usize, how_long: Duration) -> u64 {
     while start.elapsed() < how_long {
         let tick = Instant::now();
         for _ in 0..per_tick {
-            let mut seq = FIRST + (n * 8) % CYCLE;
+            let first = FIRST + (n * 8) % CYCLE;
             n = n.wrapping_add(1);
-            for &i in &at {
+            for (seq, &i) in (first..).zip(&at) {
                 bytes[i..i + 2].copy_from_slice(&(seq as u16).to_le_bytes());
-                seq += 1;
             }
             if conn.send_datagram(bytes.clone().into()).is_err() {
                 return sent;

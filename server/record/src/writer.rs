@@ -170,8 +170,15 @@ impl Recorder {
         let path = config.dir.join(format!("{name}.rwd"));
         let part = config.dir.join(format!("{name}.rwd.part"));
         let file = File::create(&part).map_err(io(&part))?;
-        let mut writer = RecordWriter::new(file, header).map_err(|e| at(&part, e))?;
-        writer.flush().map_err(|e| at(&part, e))?;
+        let started = RecordWriter::new(file, header).and_then(|mut w| w.flush().map(|()| w));
+        let writer = match started {
+            Ok(w) => w,
+            Err(e) => {
+                // A disk full from the start leaves no empty `.part` file behind.
+                let _ = std::fs::remove_file(&part);
+                return Err(at(&part, e));
+            }
+        };
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
         let job = FileJob {
@@ -223,12 +230,13 @@ impl Recorder {
         self.dropped.load(Relaxed)
     }
 
-    /// Writes what is queued, the footer, fsyncs and renames; blocks until done.
+    /// Writes what is queued, the footer, fsyncs and renames; blocks until done. When the
+    /// writer stopped early (a write failed), its error says why: the cause, not only that it
+    /// stopped.
     pub fn finish(self) -> Result<PathBuf, RecordError> {
-        // A full queue still drains: wait for room rather than lose the finish.
-        self.tx
-            .send(Msg::Finish)
-            .map_err(|_| RecordError::WriterGone)?;
+        // A full queue still drains: wait for room rather than lose the finish. If the writer
+        // is gone, the send fails and the join returns what stopped it.
+        let _ = self.tx.send(Msg::Finish);
         self.thread.join().map_err(|_| RecordError::WriterGone)?
     }
 }
@@ -255,7 +263,14 @@ struct FileJob {
 impl FileJob {
     fn run(self, rx: mpsc::Receiver<Msg>, flush_every: Duration) -> Result<PathBuf, RecordError> {
         let part = self.part.clone();
-        self.write_all(rx, flush_every).map_err(|e| at(&part, e))
+        let dropped = self.dropped.clone();
+        self.write_all(rx, flush_every).map_err(|e| {
+            let e = at(&part, e);
+            // Said when it happens, not only at the end of the match; what the match sends
+            // from now on is counted as dropped.
+            tracing::error!(error = %e, dropped = dropped.load(Relaxed), "recording stopped: a write failed");
+            e
+        })
     }
 
     fn write_all(
@@ -331,5 +346,30 @@ mod tests {
         let footer = rec.footer.unwrap();
         assert_eq!((footer.first_tick, footer.last_tick), (Tick(1), Tick(150)));
         assert_eq!(footer.keyframes.len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_disk_full_from_the_start_leaves_no_part_file() {
+        // The `.part` file is a link to /dev/full: every write fails with "no space left".
+        let dir = std::env::temp_dir().join(format!("rewind-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let part = dir.join("m.rwd.part");
+        std::os::unix::fs::symlink("/dev/full", &part).unwrap();
+        let header = Header::new("map".into(), "hb".into(), &MatchConfig::default(), 1, 0);
+        let err = Recorder::create(&RecorderConfig::new(&dir), "m", &header)
+            .err()
+            .expect("no space left");
+        assert!(err.to_string().contains("m.rwd.part"), "{err}");
+        assert!(
+            std::error::Error::source(&err).is_some_and(|s| s.to_string().contains("space")),
+            "{err}"
+        );
+        assert!(
+            std::fs::symlink_metadata(&part).is_err(),
+            "the .part is gone"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
