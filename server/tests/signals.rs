@@ -60,11 +60,12 @@ fn start(dir: &Path) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
     (child, addr, rx)
 }
 
+/// Sends signal `name` to the server (with the shell's own `kill`).
 fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -{name} {}", child.id())])
         .status()
-        .expect("kill runs");
+        .expect("sh runs");
     assert!(status.success());
 }
 
