@@ -72,14 +72,15 @@ pub fn verify(file: &Path, json: bool) -> anyhow::Result<()> {
         print_json(&serde_json::json!({
             "verified": true, "ticks": v.ticks, "from_tick": v.from_tick, "to_tick": v.to_tick,
             "shots": v.shots, "replay_seconds": seconds, "damage": damage,
+            "keyframes_compared": v.keyframes,
             "recorded_ticks": checked.recorded, "whole": checked.whole,
             "finished": checked.finished, "footer_matches": checked.footer_matches,
             "complete": checked.complete(&damage),
         }))?;
     } else {
         say!(
-            "verified: ticks {}..={} ({} ticks, {:.1} s of play, {} shots) replayed in {:.3} s; every state hash and verdict matches",
-            v.from_tick, v.to_tick, v.ticks, match_seconds, v.shots, seconds
+            "verified: ticks {}..={} ({} ticks, {:.1} s of play, {} shots) replayed in {:.3} s; every state hash and verdict matches, and {} later keyframes whole (players, history, counters)",
+            v.from_tick, v.to_tick, v.ticks, match_seconds, v.shots, seconds, v.keyframes
         );
         match checked.recorded {
             Some((first, last)) if !checked.whole => say!(

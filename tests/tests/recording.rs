@@ -135,5 +135,25 @@ async fn a_recorded_match_replays_exactly_and_damage_is_found_and_named() {
         .unwrap()
         .expect_err("the forgery is found");
     assert_eq!(divergence.tick, tick.0);
+
+    // So is a later keyframe whose stored history was tampered with (a review starting from it
+    // would rewind shots into a world that never was), and every keyframe is compared.
+    let whole = Replayer::new(&rec).unwrap().verify().unwrap().unwrap();
+    assert_eq!(whole.keyframes, rec.keyframes.len() as u64 - 1);
+    let mut forged = Recording::parse(&path, &bytes).unwrap();
+    let kf = &mut forged.keyframes[2];
+    let (_, someone) = kf.history[0]
+        .players
+        .first_mut()
+        .expect("a player in the history");
+    someone.x += 256;
+    let forged_at = kf.tick.0;
+    let divergence = Replayer::new(&forged)
+        .unwrap()
+        .verify()
+        .unwrap()
+        .expect_err("the forged keyframe is found");
+    assert_eq!(divergence.tick, forged_at);
+    assert!(divergence.what.contains("history"), "{divergence:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

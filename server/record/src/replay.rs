@@ -45,6 +45,8 @@ pub struct Verified {
     pub to_tick: u32,
     pub ticks: u64,
     pub shots: u64,
+    /// Keyframes after the first compared whole with the replay (players, history, counters).
+    pub keyframes: u64,
 }
 
 /// Everything needed to re-run a recording.
@@ -114,6 +116,7 @@ impl<'a> Replayer<'a> {
         let mut m = self.restore(first);
         let mut shots = 0u64;
         let mut ticks = 0u64;
+        let mut keyframes_checked = 0u64;
         let mut keyframes = rec.keyframes.iter().skip(1).peekable();
         let records = rec.ticks_between(first.tick, rec.last_tick().unwrap_or(first.tick));
         for (k, recorded) in records.iter().enumerate() {
@@ -168,6 +171,16 @@ impl<'a> Replayer<'a> {
                         what: "the keyframe's state differs from the replay".into(),
                     }));
                 }
+                // The rest of it too: the history a later shot rewinds into (what `review`
+                // starts from), and the id and spawn counters.
+                if m.keyframe() != *kf {
+                    return Ok(Err(Divergence {
+                        tick: recorded.tick.0,
+                        entity: None,
+                        what: "the keyframe's history or counters differ from the replay".into(),
+                    }));
+                }
+                keyframes_checked += 1;
             }
         }
         Ok(Ok(Verified {
@@ -175,6 +188,7 @@ impl<'a> Replayer<'a> {
             to_tick: rec.last_tick().map_or(first.tick.0, |t| t.0),
             ticks,
             shots,
+            keyframes: keyframes_checked,
         }))
     }
 }
