@@ -46,6 +46,24 @@ pub fn bots(server: &Server, n: usize, seconds: f64) -> client_sim::SimConfig {
     cfg
 }
 
+/// Every shot the bots fired got exactly one verdict back (judged or rejected), and the server
+/// judged exactly those.
+pub fn assert_every_shot_answered(
+    report: &client_sim::Report,
+    stats: &rewind_server::ServerReport,
+) {
+    let answered: u64 = report
+        .per_bot
+        .iter()
+        .map(|b| b.shots.judged + b.shots.rejected)
+        .sum();
+    assert_eq!(
+        (answered, stats.game.shots),
+        (report.shots, report.shots),
+        "(shots answered, shots the server judged) of those fired"
+    );
+}
+
 /// A fresh, empty folder under the system temp folder.
 pub fn temp_dir(label: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!(

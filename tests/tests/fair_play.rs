@@ -5,7 +5,7 @@
 //! tick loop is a jittery link of its own.
 
 use client_sim::{BotReport, Report};
-use rewind_tests::{bots, start_server};
+use rewind_tests::{assert_every_shot_answered, bots, start_server};
 use tokio::sync::Mutex;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
@@ -72,16 +72,7 @@ async fn honest_bots_on_fair_and_average_links_keep_their_claims_and_agree_with_
     assert_eq!(view_time_rejections(&report), 0, "{report:?}");
     // No honest claim was moved for its band or a jump, and every shot fired got a verdict.
     assert_eq!((stats.game.shots_band, stats.game.shots_jumped), (0, 0));
-    let answered: u64 = report
-        .per_bot
-        .iter()
-        .map(|b| b.shots.judged + b.shots.rejected)
-        .sum();
-    assert_eq!(
-        (answered, stats.game.shots),
-        (report.shots, report.shots),
-        "(shots answered, shots the server judged) of those fired"
-    );
+    assert_every_shot_answered(&report, &stats);
     assert_eq!(stats.game.inputs_overflow, 0);
 }
 

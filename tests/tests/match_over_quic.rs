@@ -3,7 +3,9 @@
 use rewind_shared::protocol::{
     ClientDatagram, CloseCode, Hello, InputBatch, InputCmd, ServerControl, ALPN, PROTOCOL_VERSION,
 };
-use rewind_tests::{bots, connect_with_alpn, hello, raw_hello, start_server};
+use rewind_tests::{
+    assert_every_shot_answered, bots, connect_with_alpn, hello, raw_hello, start_server,
+};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,16 +272,7 @@ async fn honest_inputs_and_shots_all_count_through_a_poor_link() {
         None,
         "{report:?}"
     );
-    let answered: u64 = report
-        .per_bot
-        .iter()
-        .map(|b| b.shots.judged + b.shots.rejected)
-        .sum();
-    assert_eq!(
-        (answered, stats.game.shots),
-        (report.shots, report.shots),
-        "(shots answered, shots the server judged) of those fired"
-    );
+    assert_every_shot_answered(&report, &stats);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
