@@ -59,28 +59,33 @@ impl Scene {
         }
     }
 
-    /// Runs `n` ticks: the target strafes at full speed (`buttons` held), the shooter idles.
+    /// Runs `n` ticks: the target strafes left at full speed (`buttons` held), the shooter idles.
     fn strafe(&mut self, n: u32, buttons: u8) {
         for _ in 0..n {
-            self.seq += 1;
-            let target = InputCmd {
-                seq: self.seq,
-                move_right: -127,
-                yaw: 32_768,
-                buttons,
-                ..InputCmd::default()
-            };
-            // The shooter's inputs claim what its screen shows, as an honest client's do.
-            let idle = InputCmd {
-                seq: self.seq,
-                view: self.view(),
-                ..InputCmd::default()
-            };
-            self.send(self.target, target);
-            self.send(self.shooter, idle);
-            self.m.tick();
-            self.drain();
+            self.step(-127, buttons);
         }
+    }
+
+    /// One tick: the target strafes along `move_right` (`buttons` held), the shooter idles.
+    fn step(&mut self, move_right: i8, buttons: u8) {
+        self.seq += 1;
+        let target = InputCmd {
+            seq: self.seq,
+            move_right,
+            yaw: 32_768,
+            buttons,
+            ..InputCmd::default()
+        };
+        // The shooter's inputs claim what its screen shows, as an honest client's do.
+        let idle = InputCmd {
+            seq: self.seq,
+            view: self.view(),
+            ..InputCmd::default()
+        };
+        self.send(self.target, target);
+        self.send(self.shooter, idle);
+        self.m.tick();
+        self.drain();
     }
 
     /// Delivers one input datagram carrying `cmd` from player `id`.
@@ -839,23 +844,7 @@ fn a_screen_that_interpolated_across_lost_snapshots_is_judged_against_the_same_p
         s.strafe(30, 0);
         let a = s.m.current_tick();
         for k in 0..8 {
-            s.seq += 1;
-            let right = if k < 4 { -127 } else { 127 };
-            let target = InputCmd {
-                seq: s.seq,
-                move_right: right,
-                yaw: 32_768,
-                ..InputCmd::default()
-            };
-            let idle = InputCmd {
-                seq: s.seq,
-                view: s.view(),
-                ..InputCmd::default()
-            };
-            s.send(s.target, target);
-            s.send(s.shooter, idle);
-            s.m.tick();
-            s.drain();
+            s.step(if k < 4 { -127 } else { 127 }, 0);
         }
         // Keep the claim close to the estimate, so that it is judged as claimed.
         s.strafe(2, 0);
