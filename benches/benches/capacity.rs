@@ -149,7 +149,12 @@ fn rewind(
 ) -> Measured {
     let port = free_port();
     let cert = std::env::temp_dir().join(format!("rewind-capacity-{}.pem", std::process::id()));
+    let key_file = std::env::temp_dir().join(format!("rewind-capacity-{}.key", std::process::id()));
+    let key = rewind_transport::token::TokenKey::generate().expect("a token key");
+    key.save(&key_file).expect("the token key written");
     let args: Vec<String> = [
+        "--token-key-file".into(),
+        key_file.display().to_string(),
         "--bind".into(),
         format!("127.0.0.1:{port}"),
         "--tick-rate".into(),
@@ -174,6 +179,7 @@ fn rewind(
     let pid = server.0.id();
     let trusted = rewind_transport::load_trusted(&cert).expect("the server's certificate");
     let mut cfg = SimConfig::new(SocketAddr::from(([127, 0, 0, 1], port)), trusted);
+    cfg.token_key = Some(key);
     cfg.bots = players as usize;
     cfg.connect_spacing = Duration::from_millis(5);
     let ramp = cfg.connect_spacing * players + Duration::from_secs(2);

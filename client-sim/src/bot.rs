@@ -231,7 +231,7 @@ impl Bot {
         let hello = Hello {
             protocol_version: PROTOCOL_VERSION,
             name: self.report.name.clone(),
-            token: ctx.cfg.token.clone(),
+            token: ctx.cfg.token_of(self.index),
         };
         let sent = conn
             .open_stream()

@@ -29,6 +29,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use swarm::Swarm;
 
+/// Player ids for a run's tokens: the clock's nanoseconds mixed, the low 32 bits left for
+/// the bots' indices.
+fn fresh_player_base() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ u64::from(std::process::id())).wrapping_mul(0x9e37_79b9_7f4a_7c15) & !0xFFFF_FFFF
+}
+
 /// How to run a batch of bots.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -44,8 +53,15 @@ pub struct SimConfig {
     pub duration: Duration,
     /// Bots are named `<prefix><index>`. Default `bot`.
     pub name_prefix: String,
-    /// Join token sent in every hello. Default empty.
-    pub token: String,
+    /// The key the bots mint their own connect tokens with (a development set-up: a real
+    /// client gets its token from the matchmaking backend). Default none: empty tokens, for a
+    /// server that lets anyone in.
+    pub token_key: Option<transport::token::TokenKey>,
+    /// The match the bots' tokens name. Default 0: the server picks.
+    pub match_id: u64,
+    /// Bot `i` is player `player_base + i` in its token. Default: drawn from the clock, so
+    /// that two runs against one server are different players.
+    pub player_base: u64,
     /// Seed of the bots' behaviour; the same seed plays the same script. Default 1.
     pub seed: u64,
     /// Print a progress line to stderr every second. Default false.
@@ -92,7 +108,9 @@ impl SimConfig {
             bots: 10,
             duration: Duration::from_secs(10),
             name_prefix: "bot".into(),
-            token: String::new(),
+            token_key: None,
+            match_id: 0,
+            player_base: fresh_player_base(),
             seed: 1,
             progress: false,
             assets: map::default_assets_dir(),
@@ -109,6 +127,19 @@ impl SimConfig {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
 
             maps: Arc::default(),
+        }
+    }
+
+    /// The connect token bot `index` says hello with (empty without a token key), valid for
+    /// the run and an hour more.
+    pub fn token_of(&self, index: usize) -> String {
+        match &self.token_key {
+            Some(key) => key.mint(&transport::token::Claims::new(
+                self.player_base.wrapping_add(index as u64),
+                self.match_id,
+                self.duration + self.connect_timeout + Duration::from_secs(3600),
+            )),
+            None => String::new(),
         }
     }
 

@@ -43,9 +43,13 @@ struct Args {
     /// Seconds a bot may take to connect and be welcomed before it counts as failed.
     #[arg(long, default_value = "15", value_parser = client_sim::parse_seconds)]
     connect_timeout: Duration,
-    /// Join token, if the server requires one.
-    #[arg(long, default_value = "")]
-    token: String,
+    /// The key the bots mint their connect tokens with: the development key the server wrote
+    /// at start [default: <tmp>/rewind-dev-token.key when it exists; otherwise no tokens].
+    #[arg(long)]
+    token_key: Option<PathBuf>,
+    /// The match the bots' tokens name; 0 lets the server pick.
+    #[arg(long, default_value_t = 0)]
+    match_id: u64,
     /// Seed of the bots' behaviour.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -98,7 +102,18 @@ async fn run() -> anyhow::Result<()> {
     cfg.bots = args.bots;
     cfg.duration = args.duration;
     cfg.connect_timeout = args.connect_timeout;
-    cfg.token = args.token;
+    let default_key = std::env::temp_dir().join("rewind-dev-token.key");
+    let key_file = match args.token_key {
+        Some(path) => Some(path),
+        None => default_key.exists().then_some(default_key),
+    };
+    if let Some(path) = key_file {
+        cfg.token_key = Some(
+            transport::token::TokenKey::load(&path)
+                .context("cannot load the token key (pass --token-key)")?,
+        );
+    }
+    cfg.match_id = args.match_id;
     cfg.seed = args.seed;
     cfg.name_prefix = args.name_prefix;
     cfg.progress = !args.quiet;

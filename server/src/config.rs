@@ -68,8 +68,27 @@ pub struct ServerConfig {
     /// Where to write the generated development certificate (PEM) so clients can trust it.
     /// Default: `rewind-dev-cert.pem` in the system temp folder.
     pub dev_cert_out: Option<PathBuf>,
-    /// When set, a hello must carry this token. Default: none (anyone may join).
-    pub join_token: Option<String>,
+    /// A hello must carry a connect token signed with the token key (player, match, expiry;
+    /// see docs/protocol.md). Default true; false lets anyone in under any name (development
+    /// only: no token, no reconnect).
+    pub tokens: bool,
+    /// The key connect tokens are signed with, shared with the matchmaking backend: a file
+    /// holding at least 16 bytes as standard base64. Default: none, and a random key is
+    /// generated at start and written to `dev_token_key_out` (for development).
+    pub token_key_file: Option<PathBuf>,
+    /// Where to write the generated token key so development clients can mint tokens.
+    /// Default: `rewind-dev-token.key` in the system temp folder.
+    pub dev_token_key_out: Option<PathBuf>,
+    /// The one match this server hosts (as a matchmaker allocated it): tokens for any other
+    /// match, and tokens that let the server pick (match 0), are refused. Default: none, and
+    /// a token's match id names the match it joins (opened on its first player), while match 0
+    /// seats the player wherever there is room.
+    pub match_id: Option<u64>,
+    /// How long a player whose connection dropped (it did not say goodbye) keeps its place,
+    /// ms: coming back with a token for the same player and match within this time gives the
+    /// same player (id, position, health, score). Meanwhile it stays in the world, standing
+    /// still. 0: a dropped player leaves at once. Default 10000, at most 600000.
+    pub reconnect_grace_ms: u64,
     /// Inputs buffered per player. Default 16: see [`MatchConfig::input_buffer`].
     pub input_buffer: usize,
     /// Snapshots remembered per client until acknowledged, 1 to 64. Default 64: see
@@ -150,7 +169,11 @@ impl Default for ServerConfig {
             cert: None,
             key: None,
             dev_cert_out: None,
-            join_token: None,
+            tokens: true,
+            token_key_file: None,
+            dev_token_key_out: None,
+            match_id: None,
+            reconnect_grace_ms: 10_000,
             input_buffer: m.input_buffer,
             snapshot_history: m.snapshot_history,
             downstream_kbps: None,
@@ -311,6 +334,16 @@ impl ServerConfig {
             "above rewind_window_ms",
         )?;
         check(
+            self.reconnect_grace_ms <= 600_000,
+            "reconnect_grace_ms",
+            "at most 600000 (ten minutes)",
+        )?;
+        check(
+            self.match_id != Some(0),
+            "match_id",
+            "above 0 (0 in a token means any match)",
+        )?;
+        check(
             (1..=600).contains(&self.keyframe_secs),
             "keyframe_secs",
             "1 to 600",
@@ -395,6 +428,12 @@ impl ServerConfig {
 
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    pub fn dev_token_key_path(&self) -> PathBuf {
+        self.dev_token_key_out
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("rewind-dev-token.key"))
     }
 
     pub fn dev_cert_path(&self) -> PathBuf {

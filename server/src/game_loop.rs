@@ -7,7 +7,7 @@
 //! messages to the network thread in one go ([`Outbox`], never waiting); then check whether the
 //! match starts or ends, and send the periodic statistics.
 
-use crate::host::{EndReason, Host, MatchReport};
+use crate::host::{EndReason, Host, MatchReport, Seat};
 use crate::outbox::{Handover, JoinAnswer, LinkInfo};
 use crate::schedule::{Lateness, Schedule};
 use crate::session::InputSlot;
@@ -20,6 +20,7 @@ use rewind_shared::codec;
 use rewind_shared::protocol::{
     CloseCode, InputBatch, PlayerId, ServerControl, StatsReport, Welcome, MAX_DATAGRAM,
 };
+use rewind_transport::token::Claims;
 use rewind_transport::ConnKey;
 use slotmap::SlotMap;
 use std::collections::BTreeMap;
@@ -42,14 +43,34 @@ pub(crate) enum Command {
         conn: ConnKey,
         link: Arc<LinkInfo>,
         slot: Arc<InputSlot>,
+        /// The connect token's claims, when tokens are required.
+        ticket: Option<Claims>,
     },
-    Leave {
-        session: SessionKey,
-    },
+    /// The player left (it said goodbye, or it was closed): it leaves the world at once.
+    Leave { session: SessionKey },
+    /// The player's connection dropped without a goodbye: with a token, it keeps its place
+    /// (and its seat) for the reconnect grace; without, it leaves.
+    Dropped { session: SessionKey, seat: Seat },
+}
+
+impl std::fmt::Debug for Seat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Seat(match {})", self.match_id)
+    }
+}
+
+/// A player whose connection dropped, keeping its place until `until`.
+struct Away {
+    until: Instant,
+    account: u64,
+    /// Its seat in the match, held for it meanwhile.
+    _seat: Seat,
 }
 
 struct Session {
     player: PlayerId,
+    /// The token holder this player is (the backend's player id), when tokens are required.
+    account: Option<u64>,
     conn: ConnKey,
     link: Arc<LinkInfo>,
     slot: Arc<InputSlot>,
@@ -92,9 +113,10 @@ impl Allowance {
 /// The least snapshot a client is allowed, whatever its connection costs: itself and a player.
 const MIN_ALLOWANCE: f64 = 48.0;
 
-/// Runs match `id` until it ends, then finishes its recording and files its report.
-pub(crate) async fn run(id: u32, host: Arc<Host>, commands: mpsc::Receiver<Command>) {
-    let span = info_span!("match", id);
+/// Runs match `id` (for tokens naming match `key`; 0: any) until it ends, then finishes its
+/// recording and files its report.
+pub(crate) async fn run(id: u32, key: u64, host: Arc<Host>, commands: mpsc::Receiver<Command>) {
+    let span = info_span!("match", id, key);
     async move {
         let bp = host.blueprint().clone();
         let game = Match::new(bp.match_config.clone(), bp.map.clone(), bp.hitboxes);
@@ -116,11 +138,14 @@ pub(crate) async fn run(id: u32, host: Arc<Host>, commands: mpsc::Receiver<Comma
         );
         let mut hosted = Hosted {
             id,
+            key,
             host: host.clone(),
             game,
             commands,
             sessions: SlotMap::with_key(),
             by_player: BTreeMap::new(),
+            accounts: BTreeMap::new(),
+            away: BTreeMap::new(),
             recorder,
             opened: Instant::now(),
             started: None,
@@ -203,12 +228,18 @@ async fn open_recorder(host: &Host, id: u32) -> Result<Option<Recorder>, String>
 /// A match and everything its tick loop keeps.
 struct Hosted {
     id: u32,
+    /// The match id tokens name (0: any).
+    key: u64,
     host: Arc<Host>,
     game: Match,
     commands: mpsc::Receiver<Command>,
     sessions: SlotMap<SessionKey, Session>,
     /// Sessions in player order: inputs are taken in this order every tick.
     by_player: BTreeMap<PlayerId, SessionKey>,
+    /// Token holders in the match (connected or away), to their players.
+    accounts: BTreeMap<u64, PlayerId>,
+    /// Players whose connection dropped, keeping their place for the reconnect grace.
+    away: BTreeMap<PlayerId, Away>,
     recorder: Option<Recorder>,
     opened: Instant,
     /// When the match started (it was full, or the start wait passed).
@@ -300,13 +331,17 @@ impl Hosted {
             }
             self.drop_session(key);
         }
+        for (player, away) in std::mem::take(&mut self.away) {
+            self.leave_for_good(player, Some(away.account));
+        }
         self.hand_over();
         ended
     }
 
-    /// Joins and leaves, at most a queue's worth per tick. A newcomer's welcome goes first, then
-    /// the roster the join made.
+    /// Joins and leaves, at most a queue's worth per tick, after the players whose grace ran
+    /// out have left. A newcomer's welcome goes first, then the roster the join made.
     fn take_commands(&mut self) {
+        self.expire_away();
         for _ in 0..self.host.blueprint().command_queue {
             let Ok(cmd) = self.commands.try_recv() else {
                 break;
@@ -317,55 +352,143 @@ impl Hosted {
                     conn,
                     link,
                     slot,
+                    ticket,
                 } => {
-                    let max_datagram = link.max_datagram().min(MAX_DATAGRAM);
-                    match self.game.join(&name, max_datagram) {
-                        Ok(player) => {
-                            let downstream = self.host.blueprint().downstream;
-                            let allowance =
-                                downstream.map(|d| Allowance::new(&link, d.first_snapshot));
-                            let session = self.sessions.insert(Session {
-                                player,
-                                conn,
-                                link,
-                                slot,
-                                allowance,
-                            });
-                            self.by_player.insert(player, session);
-                            self.peak_players = self.peak_players.max(self.by_player.len());
-                            Counters::bump(&self.counters().players);
-                            let welcome = Welcome {
-                                player_id: player,
-                                match_id: self.id,
-                                tick_rate_hz: self.game.config().tick_rate.hz(),
-                                map: self.game.map().name.clone(),
-                                server_tick: self.game.current_tick(),
-                            };
-                            self.frame(conn, &ServerControl::Welcome(welcome.clone()));
-                            self.out
-                                .joins
-                                .push((conn, JoinAnswer::Joined { session, welcome }));
-                        }
-                        Err(e) => {
-                            let code = match e {
-                                JoinError::Full(_) => CloseCode::MatchFull,
-                                _ => CloseCode::Refused,
-                            };
-                            self.out.joins.push((
-                                conn,
-                                JoinAnswer::Refused {
-                                    code,
-                                    reason: e.to_string(),
-                                },
-                            ));
-                        }
-                    }
+                    self.join(name, conn, link, slot, ticket);
                     self.take_control();
                 }
                 Command::Leave { session } => {
                     self.drop_session(session);
                     self.take_control();
                 }
+                Command::Dropped { session, seat } => {
+                    self.dropped(session, seat);
+                    self.take_control();
+                }
+            }
+        }
+    }
+
+    /// A player joins, or (a token holder already in the match) comes back: on a dropped
+    /// connection's place, or taking over a connection that is still open.
+    fn join(
+        &mut self,
+        name: String,
+        conn: ConnKey,
+        link: Arc<LinkInfo>,
+        slot: Arc<InputSlot>,
+        ticket: Option<Claims>,
+    ) {
+        let max_datagram = link.max_datagram().min(MAX_DATAGRAM);
+        let account = ticket.map(|t| t.player);
+        let back = account.and_then(|a| self.accounts.get(&a).copied());
+        let joined = match back {
+            Some(player) => {
+                if let Some(old) = self.detach(player) {
+                    self.out.closes.push((
+                        old.conn,
+                        CloseCode::Replaced,
+                        "the same player connected again".into(),
+                    ));
+                }
+                let was_away = self.away.remove(&player).is_some();
+                Counters::bump(&self.host.counters().reconnects);
+                info!(%player, was_away, "player back on a new connection");
+                self.game.rejoin(player, max_datagram).map(|()| player)
+            }
+            None => self.game.join(&name, max_datagram).inspect(|player| {
+                Counters::bump(&self.host.counters().players);
+                if let Some(a) = account {
+                    self.accounts.insert(a, *player);
+                }
+            }),
+        };
+        let player = match joined {
+            Ok(player) => player,
+            Err(e) => {
+                if let Some(a) = account {
+                    self.host.forget(self.key, a, self.id);
+                }
+                let code = match e {
+                    JoinError::Full(_) => CloseCode::MatchFull,
+                    _ => CloseCode::Refused,
+                };
+                self.out.joins.push((
+                    conn,
+                    JoinAnswer::Refused {
+                        code,
+                        reason: e.to_string(),
+                    },
+                ));
+                return;
+            }
+        };
+        let downstream = self.host.blueprint().downstream;
+        let allowance = downstream.map(|d| Allowance::new(&link, d.first_snapshot));
+        let session = self.sessions.insert(Session {
+            player,
+            account,
+            conn,
+            link,
+            slot,
+            allowance,
+        });
+        self.by_player.insert(player, session);
+        self.peak_players = self
+            .peak_players
+            .max(self.by_player.len() + self.away.len());
+        let welcome = Welcome {
+            player_id: player,
+            match_id: self.id,
+            tick_rate_hz: self.game.config().tick_rate.hz(),
+            map: self.game.map().name.clone(),
+            server_tick: self.game.current_tick(),
+        };
+        self.frame(conn, &ServerControl::Welcome(welcome.clone()));
+        self.out
+            .joins
+            .push((conn, JoinAnswer::Joined { session, welcome }));
+    }
+
+    /// A connection dropped without a goodbye: a token holder keeps its place (and seat) for
+    /// the grace; anyone else leaves.
+    fn dropped(&mut self, session: SessionKey, seat: Seat) {
+        let grace = self.host.blueprint().reconnect_grace;
+        let Some(s) = self.sessions.get(session) else {
+            return;
+        };
+        let (player, account) = (s.player, s.account);
+        match account {
+            Some(account) if !grace.is_zero() => {
+                self.detach(player);
+                Counters::bump(&self.counters().dropped_players);
+                info!(%player, grace_ms = grace.as_millis() as u64, "player dropped; its place is kept");
+                self.away.insert(
+                    player,
+                    Away {
+                        until: Instant::now() + grace,
+                        account,
+                        _seat: seat,
+                    },
+                );
+            }
+            _ => self.drop_session(session),
+        }
+    }
+
+    /// Players whose grace ran out leave.
+    fn expire_away(&mut self) {
+        let now = Instant::now();
+        let gone: Vec<PlayerId> = self
+            .away
+            .iter()
+            .filter(|(_, a)| a.until <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for player in gone {
+            if let Some(a) = self.away.remove(&player) {
+                info!(%player, "player did not come back in time; it leaves");
+                self.leave_for_good(player, Some(a.account));
             }
         }
     }
@@ -481,7 +604,8 @@ impl Hosted {
     /// or its last player left.
     fn phase(&mut self) -> Option<EndReason> {
         let rules = &self.host.blueprint().rules;
-        let players = self.by_player.len();
+        // A player away on a dropped connection is still in the match.
+        let players = self.by_player.len() + self.away.len();
         if self.started.is_none()
             && (players >= rules.size || self.opened.elapsed() >= rules.start_wait)
         {
@@ -534,11 +658,26 @@ impl Hosted {
         self.last_stats = Instant::now();
     }
 
+    /// The player leaves the match for good.
     fn drop_session(&mut self, key: SessionKey) {
         if let Some(s) = self.sessions.remove(key) {
             self.by_player.remove(&s.player);
-            self.game.leave(s.player);
-            Counters::drop_one(&self.counters().players);
+            self.leave_for_good(s.player, s.account);
+        }
+    }
+
+    /// Takes a player's connection away, leaving the player in the match.
+    fn detach(&mut self, player: PlayerId) -> Option<Session> {
+        let key = self.by_player.remove(&player)?;
+        self.sessions.remove(key)
+    }
+
+    fn leave_for_good(&mut self, player: PlayerId, account: Option<u64>) {
+        self.game.leave(player);
+        Counters::drop_one(&self.counters().players);
+        if let Some(a) = account {
+            self.accounts.remove(&a);
+            self.host.forget(self.key, a, self.id);
         }
     }
 }

@@ -13,8 +13,9 @@ use crate::stats::{Counters, TickHistogram, TickTimes};
 use rewind_match::{MatchConfig, MatchStats};
 use rewind_shared::hitbox::Hitboxes;
 use rewind_shared::map::Map;
+use rewind_transport::token::Claims;
 use serde::Serialize;
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -24,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Reports of ended matches kept for [`Host::reports`] (the totals count every match).
 const REPORTS_KEPT: usize = 1024;
+/// Ended matches' ids remembered so that their tokens are refused (the oldest forgotten first).
+const ENDED_KEPT: usize = 4096;
 
 /// When matches start, stop taking players, and end.
 #[derive(Clone, Debug)]
@@ -48,6 +51,8 @@ pub(crate) struct Blueprint {
     pub command_queue: usize,
     /// A downstream target per client, when one is set.
     pub downstream: Option<Downstream>,
+    /// How long a dropped token holder keeps its place.
+    pub reconnect_grace: Duration,
 }
 
 /// What each client may receive: the target (bytes per second, QUIC and every message
@@ -107,6 +112,10 @@ pub enum AssignError {
     },
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("match {0} is over")]
+    Ended(u64),
+    #[error("match {0} has started and takes no newcomers")]
+    Closed(u64),
 }
 
 /// A player's seat in a match, held for its connection until the connection ends.
@@ -127,6 +136,8 @@ impl Drop for Seat {
 
 struct Running {
     id: u32,
+    /// The match id its players' tokens name; 0 for a match the host fills as it likes.
+    key: u64,
     /// Players in the match plus players on their way to it.
     seats: usize,
     accepting: bool,
@@ -140,6 +151,12 @@ struct State {
     tasks: Vec<JoinHandle<()>>,
     reports: VecDeque<MatchReport>,
     totals: Totals,
+    /// Where each token holder was seated: (token match id, player) to the running match, so
+    /// that a player who comes back finds its match.
+    homes: HashMap<(u64, u64), u32>,
+    /// Token match ids of matches that ended (their tokens are refused), oldest first.
+    ended: VecDeque<u64>,
+    ended_set: HashSet<u64>,
 }
 
 /// Every ended match, summed.
@@ -201,29 +218,68 @@ impl Host {
         &self.outbox
     }
 
-    /// Seats a player: in the oldest running match that takes players and has a free seat,
-    /// else in a new match if fewer than the most allowed are running.
-    pub fn assign(self: &Arc<Self>) -> Result<Seat, AssignError> {
+    /// Seats a player. A token holder who was seated before and whose match still runs goes
+    /// back to it, full or closed or not (its place is kept there). A token naming a match goes
+    /// to that match, opened for it if it is not running (unless it ended); otherwise the
+    /// player goes to the oldest running match that takes players and has a free seat, else a
+    /// new match if fewer than the most allowed are running.
+    pub fn assign(self: &Arc<Self>, ticket: Option<Claims>) -> Result<Seat, AssignError> {
         let rules = &self.blueprint.rules;
         let mut state = self.lock();
         if self.cancel.is_cancelled() {
             return Err(AssignError::ShuttingDown);
         }
-        let seat = |m: &mut Running| {
-            m.seats += 1;
-            Seat {
-                host: self.clone(),
-                match_id: m.id,
-                commands: m.commands.clone(),
+        let key = ticket.map_or(0, |t| t.match_id);
+        let home = ticket.and_then(|t| state.homes.get(&(key, t.player)).copied());
+        let found = match home {
+            Some(id) => state.running.iter().position(|m| m.id == id),
+            None => None,
+        };
+        let index = match found {
+            Some(i) => i,
+            None => {
+                let open = state.running.iter().position(|m| {
+                    m.key == key && (key != 0 || (m.accepting && m.seats < rules.size))
+                });
+                match open {
+                    Some(i) if key != 0 => {
+                        let m = &state.running[i];
+                        if !m.accepting {
+                            return Err(AssignError::Closed(key));
+                        }
+                        if m.seats >= rules.size {
+                            return Err(AssignError::Full {
+                                running: state.running.len(),
+                                max: rules.max_matches,
+                                size: rules.size,
+                            });
+                        }
+                        i
+                    }
+                    Some(i) => i,
+                    None if key != 0 && state.ended_set.contains(&key) => {
+                        return Err(AssignError::Ended(key))
+                    }
+                    None => self.open(&mut state, key)?,
+                }
             }
         };
-        if let Some(m) = state
-            .running
-            .iter_mut()
-            .find(|m| m.accepting && m.seats < rules.size)
-        {
-            return Ok(seat(m));
+        let m = &mut state.running[index];
+        m.seats += 1;
+        let seat = Seat {
+            host: self.clone(),
+            match_id: m.id,
+            commands: m.commands.clone(),
+        };
+        if let Some(t) = ticket {
+            state.homes.insert((key, t.player), seat.match_id);
         }
+        Ok(seat)
+    }
+
+    /// Opens a new match for token match id `key` (0: any players) and returns its place.
+    fn open(self: &Arc<Self>, state: &mut State, key: u64) -> Result<usize, AssignError> {
+        let rules = &self.blueprint.rules;
         if state.running.len() >= rules.max_matches {
             return Err(AssignError::Full {
                 running: state.running.len(),
@@ -235,19 +291,28 @@ impl Host {
         state.next_id = state.next_id.wrapping_add(1).max(1);
         let (tx, rx) = mpsc::channel(self.blueprint.command_queue);
         state.tasks.retain(|t| !t.is_finished());
-        state
-            .tasks
-            .push(self.runtime.spawn(game_loop::run(id, self.clone(), rx)));
+        state.tasks.push(
+            self.runtime
+                .spawn(game_loop::run(id, key, self.clone(), rx)),
+        );
         Counters::bump(&self.counters.matches_opened);
         Counters::bump(&self.counters.matches);
         state.running.push(Running {
             id,
+            key,
             seats: 0,
             accepting: true,
             commands: tx,
         });
-        let last = state.running.len() - 1;
-        Ok(seat(&mut state.running[last]))
+        Ok(state.running.len() - 1)
+    }
+
+    /// A token holder left match `id` for good: a later token for it is a newcomer's.
+    pub fn forget(&self, key: u64, player: u64, id: u32) {
+        let mut state = self.lock();
+        if state.homes.get(&(key, player)) == Some(&id) {
+            state.homes.remove(&(key, player));
+        }
     }
 
     /// The command queue of a running match.
@@ -276,14 +341,14 @@ impl Host {
             .find(|m| m.id == id)
             .is_none_or(|m| m.seats == 0);
         if vacant {
-            state.running.retain(|m| m.id != id);
+            remove(&mut state, id);
         }
         vacant
     }
 
     /// The match takes no more players, whoever holds a seat (its length is up, or shutdown).
     pub fn close(&self, id: u32) {
-        self.lock().running.retain(|m| m.id != id);
+        remove(&mut self.lock(), id);
     }
 
     /// Keeps an ended match's report.
@@ -321,6 +386,24 @@ impl Host {
         let tasks = std::mem::take(&mut self.lock().tasks);
         for t in tasks {
             let _ = t.await;
+        }
+    }
+}
+
+/// Match `id` leaves the host: its players' homes are forgotten and its token match id is
+/// remembered as ended.
+fn remove(state: &mut State, id: u32) {
+    let Some(i) = state.running.iter().position(|m| m.id == id) else {
+        return;
+    };
+    let key = state.running.remove(i).key;
+    state.homes.retain(|_, m| *m != id);
+    if key != 0 && state.ended_set.insert(key) {
+        state.ended.push_back(key);
+        if state.ended.len() > ENDED_KEPT {
+            if let Some(old) = state.ended.pop_front() {
+                state.ended_set.remove(&old);
+            }
         }
     }
 }

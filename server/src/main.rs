@@ -6,6 +6,7 @@ mod review_cli;
 use anyhow::Context;
 use clap::Parser;
 use rewind_server::{Server, ServerConfig};
+use rewind_transport::token::{Claims, TokenKey};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
@@ -33,6 +34,23 @@ enum Command {
         /// Print the result as one JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Mint a connect token (for development and tests; a matchmaking backend mints its own
+    /// with the same key, as docs/protocol.md describes).
+    Token {
+        /// The token key file [default: the development key the server wrote,
+        /// <tmp>/rewind-dev-token.key].
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// The player, as the backend knows it.
+        #[arg(long)]
+        player: u64,
+        /// The match; 0 lets the server pick.
+        #[arg(long = "match", default_value_t = 0)]
+        match_id: u64,
+        /// How long the token is valid, seconds.
+        #[arg(long, default_value_t = 3600)]
+        valid_s: u64,
     },
     /// Answer questions about a recorded match.
     Review {
@@ -115,9 +133,22 @@ struct Args {
     /// Where to write the generated development certificate [default: <tmp>/rewind-dev-cert.pem].
     #[arg(long)]
     dev_cert_out: Option<PathBuf>,
-    /// Require this token in every hello.
+    /// The key connect tokens are signed with (standard base64) [default: a key generated
+    /// at start, written to --dev-token-key-out].
     #[arg(long)]
-    join_token: Option<String>,
+    token_key_file: Option<PathBuf>,
+    /// Where to write the generated token key [default: <tmp>/rewind-dev-token.key].
+    #[arg(long)]
+    dev_token_key_out: Option<PathBuf>,
+    /// Let anyone in without a connect token (development only: no reconnects).
+    #[arg(long)]
+    no_tokens: bool,
+    /// The one match this server hosts: tokens for any other are refused.
+    #[arg(long)]
+    match_id: Option<u64>,
+    /// How long a dropped player keeps its place for a reconnect, ms [default: 10000].
+    #[arg(long)]
+    reconnect_grace_ms: Option<u64>,
     /// Judge shots against the newest state instead of the shooter's view (for comparison).
     #[arg(long)]
     no_lag_compensation: bool,
@@ -152,7 +183,15 @@ impl Args {
         }
         set!(bind => bind, tick_rate => tick_rate_hz, match_size => match_size, map => map);
         set!(matches => max_matches, start_wait_ms => start_wait_ms, match_length => match_length_s);
-        set!(assets => assets, cert => cert, key => key, dev_cert_out => dev_cert_out, join_token => join_token);
+        set!(assets => assets, cert => cert, key => key, dev_cert_out => dev_cert_out);
+        set!(token_key_file => token_key_file, dev_token_key_out => dev_token_key_out);
+        set!(reconnect_grace_ms => reconnect_grace_ms);
+        if let Some(m) = self.match_id {
+            c.match_id = Some(m);
+        }
+        if self.no_tokens {
+            c.tokens = false;
+        }
         set!(rewind_window_ms => rewind_window_ms);
         if let Some(k) = self.downstream_kbps {
             c.downstream_kbps = Some(k);
@@ -194,6 +233,18 @@ fn run() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Verify { file, json }) => return review_cli::verify(&file, json),
         Some(Command::Review { file, what, json }) => return review_cli::answer(&file, what, json),
+        Some(Command::Token {
+            key_file,
+            player,
+            match_id,
+            valid_s,
+        }) => {
+            let path = key_file.unwrap_or_else(|| ServerConfig::default().dev_token_key_path());
+            let key = TokenKey::load(&path)?;
+            let claims = Claims::new(player, match_id, std::time::Duration::from_secs(valid_s));
+            println!("{}", key.mint(&claims));
+            return Ok(());
+        }
         None => {}
     }
     let args = cli.run;
@@ -222,11 +273,18 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
         .context("cannot start the server")?;
     if let Some(path) = server.dev_cert_path() {
         eprintln!(
-            "development certificate: {}\npoint bots at this server with:\n  cargo run --release -p client-sim -- --server {} --cert {}",
+            "development certificate: {}\npoint bots at this server with:\n  cargo run --release -p client-sim -- --server {} --cert {}{}",
             path.display(),
             server.local_addr(),
-            path.display()
+            path.display(),
+            server
+                .dev_token_key_path()
+                .map(|k| format!(" --token-key {}", k.display()))
+                .unwrap_or_default()
         );
+    }
+    if let Some(path) = server.dev_token_key_path() {
+        eprintln!("development token key: {}", path.display());
     }
     let signal = stop.await?;
     eprintln!("{signal}: shutting down");

@@ -8,6 +8,7 @@ use crate::host::{Blueprint, Downstream, Host, MatchReport, Recording, Rules};
 use crate::relay::Relay;
 use crate::stats::{Counters, ServerStats, TickTimes};
 use rewind_match::MatchStats;
+use rewind_transport::token::{KeyError, TokenKey};
 use rewind_transport::udp::Socket;
 use rewind_transport::{self as transport, Admission, Node, TlsError, TransportSettings};
 use rustls::pki_types::CertificateDer;
@@ -29,6 +30,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    TokenKey(#[from] KeyError),
     #[error("cannot create the recordings folder {dir}: {source}")]
     RecordDir {
         dir: std::path::PathBuf,
@@ -114,6 +117,8 @@ pub struct Server {
     addr: SocketAddr,
     certificate: CertificateDer<'static>,
     dev_cert: Option<std::path::PathBuf>,
+    token_key: Option<TokenKey>,
+    dev_token_key: Option<std::path::PathBuf>,
     counters: Arc<Counters>,
     host: Arc<Host>,
     stop: CancellationToken,
@@ -156,6 +161,16 @@ impl Server {
             }
             None => None,
         };
+        let (token_key, dev_token_key) = match (config.tokens, &config.token_key_file) {
+            (false, _) => (None, None),
+            (true, Some(path)) => (Some(TokenKey::load(path)?), None),
+            (true, None) => {
+                let key = TokenKey::generate()?;
+                let path = config.dev_token_key_path();
+                key.save(&path)?;
+                (Some(key), Some(path))
+            }
+        };
         let settings = TransportSettings {
             keep_alive: Duration::from_millis(config.keep_alive_ms),
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
@@ -196,6 +211,7 @@ impl Server {
                 bytes_per_s: f64::from(kbps) * 125.0,
                 first_snapshot: config.snapshot_budget(rate),
             }),
+            reconnect_grace: Duration::from_millis(config.reconnect_grace_ms),
         };
         let cancel = CancellationToken::new();
         let host = Host::new(blueprint, counters.clone(), cancel);
@@ -205,6 +221,7 @@ impl Server {
         let bind = config.bind;
         let network = {
             let (host, stop) = (host.clone(), stop.clone());
+            let relay_key = token_key.clone();
             std::thread::Builder::new()
                 .name("rewind-net".into())
                 .spawn(move || {
@@ -230,7 +247,9 @@ impl Server {
                         if bound_tx.send(addr).is_err() {
                             return;
                         }
-                        Relay::new(config, host, node, socket).run(stop).await;
+                        Relay::new(config, host, node, socket, relay_key)
+                            .run(stop)
+                            .await;
                     });
                 })
                 .map_err(|source| ServerError::Bind { addr: bind, source })?
@@ -257,6 +276,8 @@ impl Server {
             addr,
             certificate,
             dev_cert,
+            token_key,
+            dev_token_key,
             counters,
             host,
             stop,
@@ -277,6 +298,16 @@ impl Server {
     /// Where the generated development certificate was written, if one was generated.
     pub fn dev_cert_path(&self) -> Option<&std::path::Path> {
         self.dev_cert.as_deref()
+    }
+
+    /// The key connect tokens must be signed with (`None` when anyone may join).
+    pub fn token_key(&self) -> Option<&TokenKey> {
+        self.token_key.as_ref()
+    }
+
+    /// Where the generated token key was written, if one was generated.
+    pub fn dev_token_key_path(&self) -> Option<&std::path::Path> {
+        self.dev_token_key.as_deref()
     }
 
     /// Live counters.

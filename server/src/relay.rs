@@ -23,6 +23,7 @@ use rewind_shared::protocol::{
     ClientControl, ClientDatagram, CloseCode, Hello, MAX_TOKEN_BYTES, PROTOCOL_VERSION,
 };
 use rewind_transport::node::{ConnKey, Event, Node, Transmits};
+use rewind_transport::token::{unix_now, Claims, TokenKey};
 use rewind_transport::udp::Socket;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -56,6 +57,8 @@ struct Peer {
     /// control stream and the hello; each step has [`Relay::step_limit`].
     since: Instant,
     name: String,
+    /// What its connect token granted (tokens required).
+    ticket: Option<Claims>,
     slot: Arc<InputSlot>,
     link: Arc<LinkInfo>,
     span: Span,
@@ -64,6 +67,8 @@ struct Peer {
 /// The network thread's state.
 pub(crate) struct Relay {
     config: ServerConfig,
+    /// The key connect tokens are checked with; `None` lets anyone in.
+    tokens: Option<TokenKey>,
     host: Arc<Host>,
     node: Node,
     socket: Socket,
@@ -80,10 +85,17 @@ pub(crate) struct Relay {
 }
 
 impl Relay {
-    pub fn new(config: ServerConfig, host: Arc<Host>, node: Node, socket: Socket) -> Relay {
+    pub fn new(
+        config: ServerConfig,
+        host: Arc<Host>,
+        node: Node,
+        socket: Socket,
+        tokens: Option<TokenKey>,
+    ) -> Relay {
         let segments = socket.max_segments();
         Relay {
             config,
+            tokens,
             host,
             node,
             socket,
@@ -227,6 +239,7 @@ impl Relay {
                 stage: Stage::Hello,
                 since: now,
                 name: String::new(),
+                ticket: None,
                 slot: Arc::new(InputSlot::new(self.config.input_slot)),
                 link: Arc::new(LinkInfo::default()),
                 span,
@@ -332,11 +345,27 @@ impl Relay {
             }
         };
         if hello.token.len() > MAX_TOKEN_BYTES {
-            return self.refuse(key, CloseCode::Malformed, "join token too long");
+            return self.refuse(key, CloseCode::Malformed, "connect token too long");
         }
-        if let Some(token) = &self.config.join_token {
-            if hello.token != *token {
-                return self.refuse(key, CloseCode::Refused, "wrong join token");
+        // The token is checked before anything is spent on the player: no seat, no match.
+        let ticket = match &self.tokens {
+            Some(tokens) => match tokens.check(&hello.token, unix_now()) {
+                Ok(claims) => Some(claims),
+                Err(e) => {
+                    Counters::bump(&self.counters().tokens_refused);
+                    return self.refuse(key, CloseCode::Refused, &e.to_string());
+                }
+            },
+            None => None,
+        };
+        if let (Some(t), Some(only)) = (ticket, self.config.match_id) {
+            if t.match_id != only {
+                Counters::bump(&self.counters().tokens_refused);
+                let why = match t.match_id {
+                    0 => format!("the connect token lets the server pick a match; this server hosts match {only} only"),
+                    other => format!("the connect token is for match {other}; this server hosts match {only}"),
+                };
+                return self.refuse(key, CloseCode::Refused, &why);
             }
         }
         if !rewind_match::membership::valid_name(&hello.name) {
@@ -348,16 +377,21 @@ impl Relay {
         }
         if let Some(peer) = self.peers.get_mut(&key) {
             peer.name = hello.name;
+            peer.ticket = ticket;
         }
         self.seat(key, JOIN_ATTEMPTS);
     }
 
     /// Gets the player a seat and sends its join to that match.
     fn seat(&mut self, key: ConnKey, attempts: u8) {
-        let seat = match self.host.assign() {
+        let ticket = self.peers.get(&key).and_then(|p| p.ticket);
+        let seat = match self.host.assign(ticket) {
             Ok(seat) => seat,
-            Err(e @ AssignError::Full { .. }) => {
+            Err(e @ (AssignError::Full { .. } | AssignError::Closed(_))) => {
                 return self.refuse(key, CloseCode::MatchFull, &e.to_string())
+            }
+            Err(e @ AssignError::Ended(_)) => {
+                return self.refuse(key, CloseCode::MatchOver, &e.to_string())
             }
             Err(AssignError::ShuttingDown) => {
                 return self.refuse(key, CloseCode::ServerShutdown, "server shutting down")
@@ -377,6 +411,7 @@ impl Relay {
             conn: key,
             link: peer.link.clone(),
             slot: peer.slot.clone(),
+            ticket: peer.ticket,
         };
         let commands = seat.commands.clone();
         let match_id = seat.match_id;
@@ -608,18 +643,25 @@ impl Relay {
 
     /// Closes a connection with a code and reason, and lets its match know.
     fn close(&mut self, key: ConnKey, code: CloseCode, reason: &str) {
-        self.release(key);
+        self.release(key, false);
         if let Some(conn) = self.node.conn(key) {
             conn.close(Instant::now(), code, reason);
         }
     }
 
-    /// Whatever the connection held in a match is given back (the leave queued first).
-    fn release(&mut self, key: ConnKey) {
+    /// Whatever the connection held in a match is given back (the leave queued first); a
+    /// connection that `dropped` (lost without a goodbye) hands its seat to the match, which
+    /// keeps a token holder's place for the reconnect grace.
+    fn release(&mut self, key: ConnKey, dropped: bool) {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
         match std::mem::replace(&mut peer.stage, Stage::Closing) {
+            Stage::Playing { seat, session } if dropped => {
+                let match_id = seat.match_id;
+                let cmd = Command::Dropped { session, seat };
+                self.send(match_id, cmd);
+            }
             Stage::Playing { seat, session } => {
                 let match_id = seat.match_id;
                 self.leave(match_id, session, Some(seat));
@@ -629,6 +671,15 @@ impl Relay {
                 self.orphans.insert(key, seat);
             }
             Stage::Hello | Stage::Closing => {}
+        }
+    }
+
+    /// Queues a command for a match (dropped if the match is gone: it has nobody to tell).
+    fn send(&mut self, match_id: u32, cmd: Command) {
+        if let Some(commands) = self.host.commands_of(match_id) {
+            if let Err(tokio::sync::mpsc::error::TrySendError::Full(cmd)) = commands.try_send(cmd) {
+                self.queued.push_back((match_id, cmd, None));
+            }
         }
     }
 
@@ -644,7 +695,11 @@ impl Relay {
                 _ => info!(%reason, "connection closed"),
             }
         }
-        self.release(key);
+        // The client closed the connection itself: it left. Anything else (a timeout, a
+        // reset) is a drop, and a token holder may come back.
+        use quinn_proto::ConnectionError::{ApplicationClosed, ConnectionClosed};
+        let left = matches!(reason, ApplicationClosed(_) | ConnectionClosed(_));
+        self.release(key, !left);
         self.peers.remove(&key);
     }
 }

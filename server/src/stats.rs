@@ -34,8 +34,14 @@ counters! {
     version_mismatches,
     /// Connections closed for a malformed frame or datagram or a protocol violation.
     peer_errors,
-    /// Joins refused (every match full, bad name, wrong token).
+    /// Joins refused (every match full, bad name, a refused token).
     joins_refused,
+    /// Of those, connect tokens refused (missing, forged, expired, for another match).
+    tokens_refused,
+    /// Players who came back on a new connection to the player they were.
+    reconnects,
+    /// Players whose connection dropped with a place kept for them.
+    dropped_players,
     /// Players in a match now (a gauge).
     players,
     /// Matches running now (a gauge).

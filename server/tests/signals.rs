@@ -35,6 +35,8 @@ fn start(dir: &Path) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
         .arg(dir.join("recordings"))
         .arg("--dev-cert-out")
         .arg(dir.join("cert.pem"))
+        .arg("--dev-token-key-out")
+        .arg(dir.join("token.key"))
         .env("RUST_LOG", "warn")
         .stderr(Stdio::piped())
         .spawn()
@@ -100,7 +102,13 @@ async fn sigterm_mid_match_tells_players_finishes_the_recording_and_exits_cleanl
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
         name: "ana".into(),
-        token: String::new(),
+        token: transport::token::TokenKey::load(&dir.join("token.key"))
+            .unwrap()
+            .mint(&transport::token::Claims::new(
+                1,
+                0,
+                Duration::from_secs(60),
+            )),
     };
     transport::write_message(&mut send, &hello).await.unwrap();
     let welcome = tokio::time::timeout(

@@ -97,7 +97,8 @@ pub struct Hello {
     pub protocol_version: u16,
     /// Display name, 1 to [`MAX_NAME_BYTES`] bytes ([`valid_name`]).
     pub name: String,
-    /// Join token; checked only when the server is configured with one.
+    /// Connect token from the matchmaking backend (docs/protocol.md, "Connect tokens");
+    /// empty when the server lets anyone in.
     pub token: String,
 }
 
@@ -426,6 +427,9 @@ pub enum CloseCode {
     TooSlow = 7,
     /// The match ended (it reached its configured length).
     MatchOver = 8,
+    /// The same player connected again (a token for the same player and match): the new
+    /// connection took this one's place.
+    Replaced = 9,
 }
 
 impl CloseCode {
@@ -442,6 +446,7 @@ impl CloseCode {
             Timeout,
             TooSlow,
             MatchOver,
+            Replaced,
         ]
         .into_iter()
         .find(|c| *c as u32 == n)
@@ -665,9 +670,9 @@ mod tests {
 
     #[test]
     fn close_codes_round_trip() {
-        for n in 0..9 {
+        for n in 0..10 {
             assert_eq!(CloseCode::from_u32(n).map(|c| c as u32), Some(n));
         }
-        assert_eq!(CloseCode::from_u32(9), None);
+        assert_eq!(CloseCode::from_u32(10), None);
     }
 }

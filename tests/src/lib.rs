@@ -4,6 +4,7 @@
 use rewind_server::{Server, ServerConfig};
 use rewind_shared::codec;
 use rewind_shared::protocol::{CloseCode, Hello, ServerControl, PROTOCOL_VERSION};
+use rewind_transport::token::Claims;
 use rewind_transport::{self as transport, TransportSettings};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,20 +28,38 @@ pub async fn start_server(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
             std::process::id(),
             rand_suffix()
         ))),
+        dev_token_key_out: Some(std::env::temp_dir().join(format!(
+            "rewind-test-{}-{}.key",
+            std::process::id(),
+            rand_suffix()
+        ))),
         ..ServerConfig::default()
     };
     tweak(&mut config);
     let server = Server::start(config).await.expect("server starts");
-    if let Some(p) = server.dev_cert_path() {
+    for p in [server.dev_cert_path(), server.dev_token_key_path()]
+        .into_iter()
+        .flatten()
+    {
         let _ = std::fs::remove_file(p);
     }
     server
 }
 
-/// `n` bots playing `seconds` against `server` (trusting its certificate).
+/// A token for `player` in match `match_id` (0: the server picks), signed with the server's
+/// key, valid for an hour; empty when the server lets anyone in.
+pub fn token(server: &Server, player: u64, match_id: u64) -> String {
+    server.token_key().map_or_else(String::new, |key| {
+        key.mint(&Claims::new(player, match_id, Duration::from_secs(3600)))
+    })
+}
+
+/// `n` bots playing `seconds` against `server` (trusting its certificate, minting their
+/// tokens with its key).
 pub fn bots(server: &Server, n: usize, seconds: f64) -> client_sim::SimConfig {
     let mut cfg =
         client_sim::SimConfig::new(server.local_addr(), vec![server.certificate().clone()]);
+    cfg.token_key = server.token_key().cloned();
     cfg.bots = n;
     cfg.duration = Duration::from_secs_f64(seconds);
     cfg
@@ -121,12 +140,22 @@ pub async fn raw_hello_with(
     hello: &Hello,
     settings: &TransportSettings,
 ) -> RawClient {
+    raw_hello_at(server, server.local_addr(), hello, settings).await
+}
+
+/// [`raw_hello`] to another address that leads to `server` (a [`CutLink`]).
+pub async fn raw_hello_at(
+    server: &Server,
+    addr: SocketAddr,
+    hello: &Hello,
+    settings: &TransportSettings,
+) -> RawClient {
     let mut endpoint =
         quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("client endpoint");
     let config = transport::client_config(&[server.certificate().clone()], settings).unwrap();
     endpoint.set_default_client_config(config);
     let conn = endpoint
-        .connect(server.local_addr(), "localhost")
+        .connect(addr, "localhost")
         .expect("connect")
         .await
         .expect("handshake");
@@ -142,12 +171,12 @@ pub async fn raw_hello_with(
     }
 }
 
-/// A valid hello.
-pub fn hello(name: &str) -> Hello {
+/// A valid hello from a new player (a token of its own for any match).
+pub fn hello(server: &Server, name: &str) -> Hello {
     Hello {
         protocol_version: PROTOCOL_VERSION,
         name: name.into(),
-        token: String::new(),
+        token: token(server, 1 << 40 | rand_suffix(), 0),
     }
 }
 
@@ -183,4 +212,71 @@ impl RawClient {
             .expect("the server closes the connection in time");
         transport::close_reason(&err)
     }
+}
+
+/// A UDP relay between one client and a server that can be cut, both ways and silently: the
+/// connection through it drops as if the network had gone (no goodbye, no close).
+pub struct CutLink {
+    /// Where the client connects.
+    pub addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CutLink {
+    /// A relay to `server` on a free loopback port.
+    pub async fn to(server: SocketAddr) -> CutLink {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        back.connect(server).await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let cut = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        let task = tokio::spawn(async move {
+            let (mut a, mut b) = (vec![0u8; 65536], vec![0u8; 65536]);
+            let mut client = None;
+            loop {
+                tokio::select! {
+                    r = front.recv_from(&mut a) => {
+                        let Ok((n, from)) = r else { break };
+                        client = Some(from);
+                        if !flag.load(Ordering::Relaxed) {
+                            let _ = back.send(&a[..n]).await;
+                        }
+                    }
+                    r = back.recv(&mut b) => {
+                        let Ok(n) = r else { break };
+                        if let (Some(to), false) = (client, flag.load(Ordering::Relaxed)) {
+                            let _ = front.send_to(&b[..n], to).await;
+                        }
+                    }
+                }
+            }
+        });
+        CutLink { addr, cut, task }
+    }
+
+    /// From now on nothing passes either way.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for CutLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Waits (at most `limit`) until `done` holds, checking every 20 ms; `false` if it never did.
+pub async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
 }

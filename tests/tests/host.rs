@@ -168,7 +168,7 @@ async fn a_flooding_connection_costs_the_other_players_nothing() {
         datagram_buffer: 8 << 20,
         ..TransportSettings::default()
     };
-    let mut flooder = raw_hello_with(&server, &hello("flood"), &settings).await;
+    let mut flooder = raw_hello_with(&server, &hello(&server, "flood"), &settings).await;
     let Some(ServerControl::Welcome(w)) = flooder.next_control().await else {
         panic!("the flooder joins like anyone");
     };

@@ -66,6 +66,9 @@ async fn run() -> anyhow::Result<()> {
         dev_cert_out: Some(
             std::env::temp_dir().join(format!("rewind-demo-cert-{}.pem", std::process::id())),
         ),
+        dev_token_key_out: Some(
+            std::env::temp_dir().join(format!("rewind-demo-token-{}.key", std::process::id())),
+        ),
         ..ServerConfig::default()
     };
     let server = Server::start(config).await?;
@@ -77,12 +80,17 @@ async fn run() -> anyhow::Result<()> {
         args.seconds.as_secs_f64()
     );
     let mut sim = SimConfig::new(addr, vec![server.certificate().clone()]);
+    // The demo is its own matchmaker: the bots mint their tokens with the server's key.
+    sim.token_key = server.token_key().cloned();
     sim.bots = args.bots;
     sim.duration = args.seconds;
     sim.progress = true;
     sim.link = args.link.conditions().map_err(anyhow::Error::msg)?;
     let report = client_sim::run(sim).await;
-    if let Some(path) = server.dev_cert_path() {
+    for path in [server.dev_cert_path(), server.dev_token_key_path()]
+        .into_iter()
+        .flatten()
+    {
         let _ = std::fs::remove_file(path);
     }
     let server_report = server.shutdown().await;

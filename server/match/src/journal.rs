@@ -14,11 +14,22 @@ use rewind_shared::snapshot::WorldSnapshot;
 use rewind_shared::Tick;
 use serde::{Deserialize, Serialize};
 
-/// A player entering or leaving, applied before the tick it is recorded with.
+/// A player entering, coming back on a new connection, or leaving, applied before the tick it
+/// is recorded with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Membership {
-    Join { id: PlayerId, name: String },
-    Leave { id: PlayerId },
+    Join {
+        id: PlayerId,
+        name: String,
+    },
+    Leave {
+        id: PlayerId,
+    },
+    /// The player came back on a new connection: same id, state, health and score; what the
+    /// match knew of its old connection (inputs, view-time track, snapshots) starts afresh.
+    Rejoin {
+        id: PlayerId,
+    },
 }
 
 /// An input as the match applied it, stored relative to the tick it was applied in so that

@@ -93,6 +93,8 @@ pub struct MatchStats {
     pub ticks: u64,
     pub joins: u64,
     pub leaves: u64,
+    /// Players who came back on a new connection (same player).
+    pub rejoins: u64,
     pub inputs_applied: u64,
     /// Inputs already buffered or applied (the redundancy working as intended).
     pub inputs_duplicate: u64,
@@ -129,6 +131,7 @@ impl std::ops::AddAssign for MatchStats {
         self.ticks += o.ticks;
         self.joins += o.joins;
         self.leaves += o.leaves;
+        self.rejoins += o.rejoins;
         self.inputs_applied += o.inputs_applied;
         self.inputs_duplicate += o.inputs_duplicate;
         self.inputs_overflow += o.inputs_overflow;

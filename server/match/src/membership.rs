@@ -16,6 +16,8 @@ use std::time::Duration;
 pub enum JoinError {
     #[error("the match is full: all {0} player slots are taken")]
     Full(usize),
+    #[error("player {0} is not in the match")]
+    Unknown(PlayerId),
     #[error("player name must be 1 to {MAX_NAME_BYTES} bytes of printable text, without control, invisible or layout characters and without a space at either end")]
     BadName,
 }
@@ -52,18 +54,7 @@ impl Match {
         self.players.insert(at, player);
         // The newcomer hears of everyone present (itself included) in a few roster frames;
         // everyone else hears of the newcomer.
-        for chunk in self.players.chunks(ROSTER_CHUNK) {
-            let players = chunk
-                .iter()
-                .map(|p| RosterEntry {
-                    id: p.id,
-                    name: p.name.clone(),
-                })
-                .collect();
-            self.outputs
-                .control
-                .push_back((id, ServerControl::Roster { players }));
-        }
+        self.send_roster(id);
         for p in self.players.iter().filter(|p| p.id != id) {
             self.outputs.control.push_back((
                 p.id,
@@ -79,6 +70,43 @@ impl Match {
             name: name.to_string(),
         });
         Ok(id)
+    }
+
+    /// A player already in the match comes back on a new connection: it keeps its id, place,
+    /// health and score; its inputs (the new connection counts sequence numbers from 1 again),
+    /// view-time track and snapshots start afresh, and it gets the roster. Nobody else is
+    /// told: for them the player never left.
+    pub fn rejoin(&mut self, id: PlayerId, max_datagram: usize) -> Result<(), JoinError> {
+        let capacity = self.config.input_buffer;
+        let Some(p) = self.player_mut(id) else {
+            return Err(JoinError::Unknown(id));
+        };
+        p.inputs = InputBuffer::new(capacity, 0, 0);
+        p.view = Default::default();
+        p.replica = Replica::default();
+        p.max_datagram = max_datagram;
+        p.budget = None;
+        p.rtt = Duration::ZERO;
+        self.send_roster(id);
+        self.stats.rejoins += 1;
+        self.journal.membership.push(Membership::Rejoin { id });
+        Ok(())
+    }
+
+    /// Everyone present, to `to`, in a few roster frames.
+    fn send_roster(&mut self, to: PlayerId) {
+        for chunk in self.players.chunks(ROSTER_CHUNK) {
+            let players = chunk
+                .iter()
+                .map(|p| RosterEntry {
+                    id: p.id,
+                    name: p.name.clone(),
+                })
+                .collect();
+            self.outputs
+                .control
+                .push_back((to, ServerControl::Roster { players }));
+        }
     }
 
     /// Removes a player and tells everyone; a no-op for an unknown id.

@@ -121,6 +121,9 @@ impl Match {
                     }
                 }
                 Membership::Leave { id } => self.leave(*id),
+                Membership::Rejoin { id } => self
+                    .rejoin(*id, MAX_DATAGRAM)
+                    .map_err(|e| ReplayError::Join(*id, e))?,
             }
         }
         let mut source = FromRecord {

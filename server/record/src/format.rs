@@ -19,7 +19,7 @@ use rewind_shared::codec::{self, CodecError};
 /// First bytes of every recording.
 pub const MAGIC: [u8; 8] = *b"RWNDMTCH";
 /// Bumped on any incompatible change of the layout or of the recorded types.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 /// Bytes before the first frame.
 pub const PREAMBLE: usize = 10;
 /// Bytes of a frame before its kind.

@@ -7,6 +7,7 @@
 
 pub mod conn;
 pub mod node;
+pub mod token;
 pub mod udp;
 pub mod window;
 
