@@ -124,7 +124,9 @@ fn main() {
         }
     }
     let played = started.elapsed();
-    let path = recorder.finish().expect("recording finished");
+    let done = recorder.finish().expect("recording finished");
+    assert_eq!((done.segments.len(), done.lost), (1, 0), "one whole file");
+    let path = done.segments[0].clone();
     let bytes = std::fs::metadata(&path).expect("file").len();
     let opened = Instant::now();
     let rec = Recording::open(&path).expect("readable");

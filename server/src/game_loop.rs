@@ -158,25 +158,39 @@ pub(crate) async fn run(id: u32, key: u64, host: Arc<Host>, commands: mpsc::Rece
         };
         let ended = hosted.run().await;
         let seconds = hosted.opened.elapsed().as_secs_f64();
-        let recording = match hosted.recorder.take() {
-            Some(r) => match tokio::task::spawn_blocking(move || (r.dropped(), r.finish())).await {
-                Ok((_, Ok(path))) => Some(path),
+        let mut segments = Vec::new();
+        if let Some(r) = hosted.recorder.take() {
+            match tokio::task::spawn_blocking(move || (r.dropped(), r.finish())).await {
+                Ok((_, Ok(done))) => {
+                    if let Some(e) = &done.failure {
+                        recording_error = Some(format!(
+                            "{}; {} records of the match were not written, and the recording is in {} files",
+                            rewind_shared::errors::one_line(e),
+                            done.lost,
+                            done.segments.len()
+                        ));
+                    } else if done.lost > 0 {
+                        recording_error = Some(format!(
+                            "{} records of the match were dropped (the recorder's queue was full)",
+                            done.lost
+                        ));
+                    }
+                    segments = done.segments;
+                }
                 Ok((dropped, Err(e))) => {
                     recording_error = Some(format!(
                         "{}; {dropped} records of the match were not written",
                         rewind_shared::errors::one_line(&e)
                     ));
-                    None
                 }
-                Err(e) => {
-                    recording_error = Some(e.to_string());
-                    None
-                }
-            },
-            None => None,
-        };
+                Err(e) => recording_error = Some(e.to_string()),
+            }
+        }
+        let mut segments = segments.into_iter();
+        let recording = segments.next();
+        let more_segments: Vec<_> = segments.collect();
         match &recording_error {
-            Some(e) => warn!(error = %e, "the recording could not be finished"),
+            Some(e) => warn!(error = %e, "the recording is incomplete"),
             None => {
                 if let Some(path) = &recording {
                     info!(path = %path.display(), "recording finished");
@@ -191,6 +205,7 @@ pub(crate) async fn run(id: u32, key: u64, host: Arc<Host>, commands: mpsc::Rece
             ticks: hosted.ticks.read(),
             game: hosted.game.stats(),
             recording,
+            more_segments,
             recording_error,
         };
         info!(?ended, ticks = %report.ticks, "match ended");

@@ -95,9 +95,11 @@ pub struct MatchReport {
     pub ticks: TickTimes,
     #[serde(rename = "match")]
     pub game: MatchStats,
-    /// The finished recording, if the match was recorded.
+    /// The finished recording (its first file), if the match was recorded.
     pub recording: Option<PathBuf>,
-    /// Why the recording could not be made or finished, if it could not.
+    /// The recording's later files, when a write failed and it went on in new segments.
+    pub more_segments: Vec<PathBuf>,
+    /// Why the recording could not be made or finished, or what of it was lost.
     pub recording_error: Option<String>,
 }
 

@@ -57,7 +57,12 @@ pub struct ServerReport {
 impl ServerReport {
     /// The finished recordings, one per recorded match.
     pub fn recordings(&self) -> impl Iterator<Item = &std::path::Path> {
-        self.matches.iter().filter_map(|m| m.recording.as_deref())
+        self.matches.iter().flat_map(|m| {
+            m.recording
+                .iter()
+                .chain(&m.more_segments)
+                .map(std::path::PathBuf::as_path)
+        })
     }
 
     /// Why recordings could not be made or finished, one line per match that failed.
@@ -99,6 +104,9 @@ impl std::fmt::Display for ServerReport {
             )?;
             if let Some(p) = &m.recording {
                 writeln!(f, "           recording {}", p.display())?;
+            }
+            for p in &m.more_segments {
+                writeln!(f, "           continued in {}", p.display())?;
             }
         }
         let s = &self.server;

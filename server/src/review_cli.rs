@@ -75,6 +75,7 @@ pub fn verify(file: &Path, json: bool) -> anyhow::Result<()> {
             "keyframes_compared": v.keyframes,
             "recorded_ticks": checked.recorded, "whole": checked.whole,
             "finished": checked.finished, "footer_matches": checked.footer_matches,
+            "segment": rec.header.segment, "records_lost": checked.lost,
             "complete": checked.complete(&damage),
         }))?;
     } else {
@@ -97,6 +98,18 @@ pub fn verify(file: &Path, json: bool) -> anyhow::Result<()> {
         if let Some(d) = &damage {
             say!("only the readable part was verified: {d}");
         }
+        if rec.header.segment > 1 {
+            say!(
+                "this is segment {} of the match's recording: it starts at the keyframe writing resumed with, after a write failed",
+                rec.header.segment
+            );
+        }
+        if checked.lost > 0 {
+            say!(
+                "{} records of the match are not in this file: they were lost after its last tick (a write failed, or the recorder's queue was full); if writing resumed, the match goes on in the next segment",
+                checked.lost
+            );
+        }
     }
     if !checked.complete(&damage) {
         bail!("the recording is damaged, unfinished or only partly checked (see above)");
@@ -113,6 +126,8 @@ struct Checked {
     finished: bool,
     /// `None` without a footer.
     footer_matches: Option<bool>,
+    /// Records of the match the footer says were lost.
+    lost: u64,
 }
 
 impl Checked {
@@ -131,7 +146,6 @@ impl Checked {
             let listed: Vec<u32> = f.keyframes.iter().map(|(t, _)| t.0).collect();
             recorded == Some((f.first_tick.0, f.last_tick.0))
                 && f.ticks == rec.ticks.len() as u64
-                && f.dropped == 0
                 && keyframes == listed
         });
         Checked {
@@ -139,12 +153,14 @@ impl Checked {
             whole,
             finished: rec.footer.is_some(),
             footer_matches,
+            lost: rec.footer.as_ref().map_or(0, |f| f.dropped),
         }
     }
 
-    /// Undamaged, finished with a matching footer, and replayed from its first tick to its last.
+    /// Undamaged, finished with a matching footer that counts no lost record, and replayed
+    /// from its first tick to its last.
     fn complete(&self, damage: &Option<String>) -> bool {
-        damage.is_none() && self.whole && self.footer_matches == Some(true)
+        damage.is_none() && self.whole && self.footer_matches == Some(true) && self.lost == 0
     }
 }
 

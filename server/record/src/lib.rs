@@ -105,6 +105,9 @@ pub struct Header {
     pub build: String,
     /// The match within its server process (informational).
     pub match_id: u32,
+    /// Which file of the match's recording this is, from 1: a write that failed (a full disk)
+    /// ends a segment, and the recording goes on in the next from a keyframe.
+    pub segment: u32,
     /// The map file, verbatim.
     pub map_toml: String,
     /// The hitbox file, verbatim.
@@ -131,6 +134,7 @@ impl Header {
             sim_version: rewind_match::SIM_VERSION,
             build: build(),
             match_id,
+            segment: 1,
             map_toml,
             hitboxes_toml,
             settings: RecordedSettings::of(config),
@@ -148,7 +152,9 @@ pub struct Footer {
     pub ticks: u64,
     /// Keyframe ticks and their byte offsets, for seeking.
     pub keyframes: Vec<(Tick, u64)>,
-    /// Tick records the writer never got (its queue was full); a replay stops at the first gap.
+    /// Records of the match lost during or right after this file: the writer's queue was
+    /// full (a replay stops at the first gap), or a write failed and the records until the next
+    /// segment's keyframe were not written.
     pub dropped: u64,
 }
 
