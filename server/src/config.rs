@@ -148,6 +148,10 @@ pub struct ServerConfig {
     pub record_dir: Option<PathBuf>,
     /// Seconds between keyframes in the recording. Default 5: a seek replays at most this much.
     pub keyframe_secs: u32,
+    /// At start, resume every match whose recording in `record_dir` was left unfinished (a
+    /// crash): rebuilt from it and hosted again, its players have the reconnect grace to come
+    /// back with their tokens. Default false.
+    pub resume: bool,
 }
 
 impl Default for ServerConfig {
@@ -195,6 +199,7 @@ impl Default for ServerConfig {
             stateless_retry: true,
             record_dir: Some(PathBuf::from("recordings")),
             keyframe_secs: 5,
+            resume: false,
         }
     }
 }

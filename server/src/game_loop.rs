@@ -9,6 +9,7 @@
 
 use crate::host::{EndReason, Host, MatchReport, Seat};
 use crate::outbox::{Handover, JoinAnswer, LinkInfo};
+use crate::resume::Resumed;
 use crate::schedule::{Lateness, Schedule};
 use crate::session::InputSlot;
 use crate::stats::{Counters, TickHistogram};
@@ -115,12 +116,28 @@ const MIN_ALLOWANCE: f64 = 48.0;
 
 /// Runs match `id` (for tokens naming match `key`; 0: any) until it ends, then finishes its
 /// recording and files its report.
-pub(crate) async fn run(id: u32, key: u64, host: Arc<Host>, commands: mpsc::Receiver<Command>) {
+pub(crate) async fn run(
+    id: u32,
+    key: u64,
+    host: Arc<Host>,
+    commands: mpsc::Receiver<Command>,
+    resumed: Option<Box<Resumed>>,
+) {
     let span = info_span!("match", id, key);
     async move {
         let bp = host.blueprint().clone();
-        let game = Match::new(bp.match_config.clone(), bp.map.clone(), bp.hitboxes);
-        let (recorder, mut recording_error) = match open_recorder(&host, id).await {
+        let (game, continued) = match resumed {
+            Some(r) => {
+                let r = *r;
+                (r.game, Some((r.name, r.header, r.seats)))
+            }
+            None => (
+                Match::new(bp.match_config.clone(), bp.map.clone(), bp.hitboxes),
+                None,
+            ),
+        };
+        let going_on = continued.as_ref().map(|(name, header, _)| (name.clone(), header.clone()));
+        let (recorder, mut recording_error) = match open_recorder(&host, id, key, going_on).await {
             Ok(r) => (r, None),
             Err(e) => {
                 warn!(error = %e, "the match is not recorded");
@@ -136,6 +153,7 @@ pub(crate) async fn run(id: u32, key: u64, host: Arc<Host>, commands: mpsc::Rece
             size = bp.rules.size,
             "match opened"
         );
+        let ticks_played = game.current_tick().0;
         let mut hosted = Hosted {
             id,
             key,
@@ -156,6 +174,9 @@ pub(crate) async fn run(id: u32, key: u64, host: Arc<Host>, commands: mpsc::Rece
             batches: Vec::new(),
             out: Handover::default(),
         };
+        if let Some((_, _, seats)) = continued {
+            hosted.resumed(ticks_played, seats);
+        }
         let ended = hosted.run().await;
         let seconds = hosted.opened.elapsed().as_secs_f64();
         let mut segments = Vec::new();
@@ -216,7 +237,14 @@ pub(crate) async fn run(id: u32, key: u64, host: Arc<Host>, commands: mpsc::Rece
 }
 
 /// Creates the match's recording file (off the runtime's threads: it touches the disk).
-async fn open_recorder(host: &Host, id: u32) -> Result<Option<Recorder>, String> {
+/// For a resumed match, the recording goes on under the crashed file's name in its next
+/// segment, with its header.
+async fn open_recorder(
+    host: &Host,
+    id: u32,
+    key: u64,
+    going_on: Option<(String, Header)>,
+) -> Result<Option<Recorder>, String> {
     let bp = host.blueprint();
     let Some(rec) = &bp.recording else {
         return Ok(None);
@@ -224,14 +252,22 @@ async fn open_recorder(host: &Host, id: u32) -> Result<Option<Recorder>, String>
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let header = Header::new(
-        rec.map_toml.clone(),
-        rec.hitboxes_toml.clone(),
-        &bp.match_config,
-        id,
-        started.as_millis() as u64,
-    );
-    let name = format!("match-{id}-{}-{}", started.as_millis(), std::process::id());
+    let (name, header) = match going_on {
+        Some(named) => named,
+        None => (
+            format!("match-{id}-{}-{}", started.as_millis(), std::process::id()),
+            Header {
+                match_key: key,
+                ..Header::new(
+                    rec.map_toml.clone(),
+                    rec.hitboxes_toml.clone(),
+                    &bp.match_config,
+                    id,
+                    started.as_millis() as u64,
+                )
+            },
+        ),
+    };
     let config = RecorderConfig::new(&rec.dir);
     tokio::task::spawn_blocking(move || Recorder::create(&config, &name, &header))
         .await
@@ -347,7 +383,8 @@ impl Hosted {
             self.drop_session(key);
         }
         for (player, away) in std::mem::take(&mut self.away) {
-            self.leave_for_good(player, Some(away.account));
+            let account = (away.account != 0).then_some(away.account);
+            self.leave_for_good(player, account);
         }
         self.hand_over();
         ended
@@ -411,12 +448,15 @@ impl Hosted {
                 info!(%player, was_away, "player back on a new connection");
                 self.game.rejoin(player, max_datagram).map(|()| player)
             }
-            None => self.game.join(&name, max_datagram).inspect(|player| {
-                Counters::bump(&self.host.counters().players);
-                if let Some(a) = account {
-                    self.accounts.insert(a, *player);
-                }
-            }),
+            None => self
+                .game
+                .join_as(&name, account.unwrap_or(0), max_datagram)
+                .inspect(|player| {
+                    Counters::bump(&self.host.counters().players);
+                    if let Some(a) = account {
+                        self.accounts.insert(a, *player);
+                    }
+                }),
         };
         let player = match joined {
             Ok(player) => player,
@@ -491,6 +531,36 @@ impl Hosted {
         }
     }
 
+    /// A match rebuilt from its recording after a crash: it has been going for
+    /// `ticks_played` ticks, and every player in it is away, with the reconnect grace (from
+    /// now) to come back with its token; a player without one (tokens were off) cannot, and
+    /// leaves when the grace is over.
+    fn resumed(&mut self, ticks_played: u32, seats: Vec<Seat>) {
+        let rate = self.game.config().tick_rate;
+        let played = rate.interval() * ticks_played;
+        self.opened = Instant::now()
+            .checked_sub(played)
+            .unwrap_or_else(Instant::now);
+        self.started = Some(self.opened);
+        let until = Instant::now() + self.host.blueprint().reconnect_grace;
+        let players: Vec<(PlayerId, u64)> = self.game.accounts().collect();
+        for ((player, account), seat) in players.into_iter().zip(seats) {
+            Counters::bump(&self.counters().players);
+            if account != 0 {
+                self.accounts.insert(account, player);
+            }
+            self.away.insert(
+                player,
+                Away {
+                    until,
+                    account,
+                    _seat: seat,
+                },
+            );
+        }
+        self.peak_players = self.away.len();
+    }
+
     /// Players whose grace ran out leave.
     fn expire_away(&mut self) {
         let now = Instant::now();
@@ -503,7 +573,8 @@ impl Hosted {
         for player in gone {
             if let Some(a) = self.away.remove(&player) {
                 info!(%player, "player did not come back in time; it leaves");
-                self.leave_for_good(player, Some(a.account));
+                let account = (a.account != 0).then_some(a.account);
+                self.leave_for_good(player, account);
             }
         }
     }

@@ -9,6 +9,7 @@
 
 use crate::game_loop::{self, Command};
 use crate::outbox::Outbox;
+use crate::resume::{Found, Resumed};
 use crate::stats::{Counters, TickHistogram, TickTimes};
 use rewind_match::{MatchConfig, MatchStats};
 use rewind_shared::hitbox::Hitboxes;
@@ -295,7 +296,7 @@ impl Host {
         state.tasks.retain(|t| !t.is_finished());
         state.tasks.push(
             self.runtime
-                .spawn(game_loop::run(id, key, self.clone(), rx)),
+                .spawn(game_loop::run(id, key, self.clone(), rx, None)),
         );
         Counters::bump(&self.counters.matches_opened);
         Counters::bump(&self.counters.matches);
@@ -307,6 +308,60 @@ impl Host {
             commands: tx,
         });
         Ok(state.running.len() - 1)
+    }
+
+    /// Hosts a match rebuilt from its recording after a crash, under the match id its tokens
+    /// name, with a seat held for each of its players (they have the reconnect grace to come
+    /// back); its host id.
+    pub fn resume(self: &Arc<Self>, found: Found) -> Result<u32, AssignError> {
+        let rules = &self.blueprint.rules;
+        let mut state = self.lock();
+        if state.running.len() >= rules.max_matches {
+            return Err(AssignError::Full {
+                running: state.running.len(),
+                max: rules.max_matches,
+                size: rules.size,
+            });
+        }
+        let id = state.next_id;
+        state.next_id = state.next_id.wrapping_add(1).max(1);
+        let key = found.header.match_key;
+        let (tx, rx) = mpsc::channel(self.blueprint.command_queue);
+        let accounts: Vec<u64> = found.game.accounts().map(|(_, a)| a).collect();
+        let seats = accounts
+            .iter()
+            .map(|_| Seat {
+                host: self.clone(),
+                match_id: id,
+                commands: tx.clone(),
+            })
+            .collect();
+        for a in accounts.iter().filter(|a| **a != 0) {
+            state.homes.insert((key, *a), id);
+        }
+        let resumed = Resumed {
+            game: found.game,
+            name: found.name,
+            header: found.header,
+            seats,
+        };
+        state.tasks.push(self.runtime.spawn(game_loop::run(
+            id,
+            key,
+            self.clone(),
+            rx,
+            Some(Box::new(resumed)),
+        )));
+        Counters::bump(&self.counters.matches_opened);
+        Counters::bump(&self.counters.matches);
+        state.running.push(Running {
+            id,
+            key,
+            seats: accounts.len(),
+            accepting: true,
+            commands: tx,
+        });
+        Ok(id)
     }
 
     /// A token holder left match `id` for good: a later token for it is a newcomer's.

@@ -19,10 +19,11 @@ pub mod host;
 pub mod net;
 pub mod outbox;
 pub mod relay;
+pub mod resume;
 pub mod schedule;
 pub mod session;
 pub mod stats;
 
 pub use config::ServerConfig;
 pub use host::{EndReason, MatchReport};
-pub use net::{Server, ServerError, ServerReport};
+pub use net::{Resumption, Server, ServerError, ServerReport};

@@ -165,6 +165,10 @@ struct Args {
     /// Do not record the match.
     #[arg(long)]
     no_record: bool,
+    /// Resume the matches whose recordings in the record folder were left unfinished (the
+    /// server crashed or was killed); their players come back with their tokens.
+    #[arg(long)]
+    resume: bool,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -213,6 +217,9 @@ impl Args {
         }
         if self.no_record {
             c.record_dir = None;
+        }
+        if self.resume {
+            c.resume = true;
         }
         Ok(c)
     }
@@ -285,6 +292,9 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     }
     if let Some(path) = server.dev_token_key_path() {
         eprintln!("development token key: {}", path.display());
+    }
+    for r in server.resumed() {
+        eprintln!("{r}");
     }
     let signal = stop.await?;
     eprintln!("{signal}: shutting down");

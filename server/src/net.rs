@@ -127,6 +127,7 @@ pub struct Server {
     dev_cert: Option<std::path::PathBuf>,
     token_key: Option<TokenKey>,
     dev_token_key: Option<std::path::PathBuf>,
+    resumed: Vec<Resumption>,
     counters: Arc<Counters>,
     host: Arc<Host>,
     stop: CancellationToken,
@@ -223,6 +224,10 @@ impl Server {
         };
         let cancel = CancellationToken::new();
         let host = Host::new(blueprint, counters.clone(), cancel);
+        let resumed = match (config.resume, config.record_dir()) {
+            (true, Some(dir)) => resume(&host, dir),
+            _ => Vec::new(),
+        };
         // The network thread binds its socket on its own runtime and says where it listens.
         let stop = CancellationToken::new();
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
@@ -286,6 +291,7 @@ impl Server {
             dev_cert,
             token_key,
             dev_token_key,
+            resumed,
             counters,
             host,
             stop,
@@ -318,6 +324,11 @@ impl Server {
         self.dev_token_key.as_deref()
     }
 
+    /// What became of the unfinished recordings found at start (with `resume`).
+    pub fn resumed(&self) -> &[Resumption] {
+        &self.resumed
+    }
+
     /// Live counters.
     pub fn stats(&self) -> ServerStats {
         self.counters.read()
@@ -347,4 +358,73 @@ impl Server {
             matches: self.host.reports(),
         }
     }
+}
+
+/// What became of one unfinished recording at start.
+#[derive(Clone, Debug)]
+pub enum Resumption {
+    /// Its match runs again.
+    Resumed {
+        /// The match's id in this process.
+        id: u32,
+        /// Where the crashed file is now.
+        crashed: std::path::PathBuf,
+        /// The tick it goes on from.
+        tick: u32,
+        players: usize,
+    },
+    /// It could not be resumed, and why (the file is left as it was).
+    Failed(String),
+}
+
+impl std::fmt::Display for Resumption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resumption::Resumed {
+                id,
+                crashed,
+                tick,
+                players,
+            } => write!(
+                f,
+                "resumed match {id} from {} at tick {tick}: {players} players may come back with their tokens",
+                crashed.display()
+            ),
+            Resumption::Failed(why) => write!(f, "not resumed: {why}"),
+        }
+    }
+}
+
+/// Resumes every match whose recording in `dir` was left unfinished.
+fn resume(host: &std::sync::Arc<Host>, dir: &std::path::Path) -> Vec<Resumption> {
+    let config = host.blueprint().match_config.clone();
+    crate::resume::find(dir, &config)
+        .into_iter()
+        .map(|found| {
+            let found = found.map_err(|e| e.to_string())?;
+            let (crashed, tick) = (found.crashed.clone(), found.tick);
+            let players = found.game.accounts().count();
+            let id = host.resume(found).map_err(|e| {
+                // Not hosted: the file is put back as it was, for a later start.
+                let part = crashed
+                    .to_string_lossy()
+                    .replace(".crashed.rwd", ".rwd.part");
+                let _ = std::fs::rename(&crashed, part);
+                format!("{}: {e}", crashed.display())
+            })?;
+            info!(id, file = %crashed.display(), tick, players, "match resumed from its recording");
+            Ok(Resumption::Resumed {
+                id,
+                crashed,
+                tick,
+                players,
+            })
+        })
+        .map(|r: Result<Resumption, String>| {
+            r.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "an unfinished recording was not resumed");
+                Resumption::Failed(e)
+            })
+        })
+        .collect()
 }

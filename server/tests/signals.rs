@@ -25,10 +25,16 @@ fn temp_dir(label: &str) -> PathBuf {
 /// Starts the server on a free loopback port; returns it, its address and its stderr lines
 /// (read on a thread of their own).
 fn start(dir: &Path) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
+    start_with(dir, &[])
+}
+
+/// [`start`] with more flags.
+fn start_with(dir: &Path, more: &[&str]) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
     // A keyframe every second, so that a short match has several.
     let config = dir.join("rewind.toml");
     std::fs::write(&config, "keyframe_secs = 1\n").unwrap();
     let mut child = Command::new(BIN)
+        .args(more)
         .arg("--config")
         .arg(&config)
         .args(["--bind", "127.0.0.1:0", "--record-dir"])
@@ -39,6 +45,7 @@ fn start(dir: &Path) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
         .arg(dir.join("token.key"))
         .env("RUST_LOG", "warn")
         .stderr(Stdio::piped())
+        .stdout(Stdio::null())
         .spawn()
         .expect("the server binary starts");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -238,4 +245,177 @@ fn a_failure_is_one_line_and_a_non_zero_exit() {
         err.starts_with("error: cannot read /nonexistent/match.rwd: "),
         "{err}"
     );
+}
+
+/// A player's connection to the server at `addr`: connects, says hello with `token`, and
+/// returns the connection, its control stream's receiving side and the welcome.
+async fn join(
+    dir: &Path,
+    addr: SocketAddr,
+    token: String,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::RecvStream,
+    rewind_shared::protocol::Welcome,
+) {
+    let certs = transport::load_trusted(&dir.join("cert.pem")).unwrap();
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    endpoint.set_default_client_config(
+        transport::client_config(&certs, &TransportSettings::default()).unwrap(),
+    );
+    let conn = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        name: "ana".into(),
+        token,
+    };
+    transport::write_message(&mut send, &hello).await.unwrap();
+    std::mem::forget(send);
+    let welcome = tokio::time::timeout(
+        Duration::from_secs(5),
+        transport::read_message::<ServerControl>(&mut recv),
+    )
+    .await
+    .expect("an answer in time");
+    match welcome {
+        Ok(Some(ServerControl::Welcome(w))) => (endpoint, conn, recv, w),
+        other => panic!("no welcome: {other:?} ({:?})", conn.close_reason()),
+    }
+}
+
+/// Walks forward at 64 Hz for `n` inputs from sequence number 1.
+async fn walk(conn: &quinn::Connection, n: u32) {
+    use rewind_shared::protocol::{ClientDatagram, InputBatch, InputCmd, ViewTime};
+    for seq in 1..=n {
+        let cmd = InputCmd {
+            seq,
+            tick: rewind_shared::Tick(seq),
+            view: ViewTime {
+                tick: rewind_shared::Tick(seq.saturating_sub(2)),
+                frac: 0,
+            },
+            move_fwd: 127,
+            ..InputCmd::default()
+        };
+        let bytes = rewind_shared::codec::encode(&ClientDatagram::Inputs(InputBatch {
+            ack: None,
+            inputs: vec![cmd],
+        }))
+        .unwrap();
+        let _ = conn.send_datagram(bytes.into());
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_servers_match_resumes_from_its_recording_and_its_player_gets_back_in() {
+    use rewind_transport::token::{Claims, TokenKey};
+    let dir = temp_dir("resume");
+    let key_file = dir.join("backend.key");
+    let key = TokenKey::generate().unwrap();
+    key.save(&key_file).unwrap();
+    let key_args = ["--token-key-file", key_file.to_str().unwrap()];
+    let token = key.mint(&Claims::new(31, 42, Duration::from_secs(120)));
+
+    // Ana plays match 42 for a while; then the server is killed outright.
+    let (mut first, addr, _) = start_with(&dir, &key_args);
+    let (_endpoint, conn, _recv, welcome) = join(&dir, addr, token.clone()).await;
+    let joined = Instant::now();
+    walk(&conn, 100).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let reached = welcome.server_tick.0 + (joined.elapsed().as_secs_f64() * 64.0) as u32;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    drop(conn);
+
+    // A new server on the same folder resumes the match from its recording.
+    let mut args = key_args.to_vec();
+    args.push("--resume");
+    let (mut second, addr, lines) = start_with(&dir, &args);
+    let mut said = Vec::new();
+    let line = loop {
+        match lines.recv_timeout(Duration::from_secs(5)) {
+            Ok(l) if l.starts_with("resumed match") => break l,
+            Ok(l) => said.push(l),
+            Err(_) => panic!("the server says what it resumed: {said:#?}"),
+        }
+    };
+    assert!(line.contains("1 players may come back"), "{line}");
+    let resumed_at: u32 = line
+        .split("at tick ")
+        .nth(1)
+        .and_then(|t| t.split(':').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap();
+    // At most the last flush (a second, 64 ticks) is lost; 32 ticks more for a busy machine.
+    assert!(
+        resumed_at + 64 + 32 >= reached,
+        "resumed at tick {resumed_at}; the match had reached about tick {reached}"
+    );
+
+    // Ana comes back with her token: the same player, in the match going on from there.
+    let (_endpoint, conn, _recv, back) = join(&dir, addr, token).await;
+    assert_eq!(back.player_id, welcome.player_id);
+    assert!(
+        back.server_tick.0 >= resumed_at,
+        "{} < {resumed_at}",
+        back.server_tick.0
+    );
+    walk(&conn, 30).await;
+    signal(&second, "TERM");
+    let status = tokio::task::spawn_blocking(move || wait(&mut second, Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    // Two files: the crashed one, as it was (unfinished), and the match going on from it.
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("recordings"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 2, "{names:?}");
+    let crashed = files
+        .iter()
+        .find(|f| f.to_string_lossy().ends_with(".crashed.rwd"))
+        .unwrap();
+    let going_on = files
+        .iter()
+        .find(|f| f.to_string_lossy().ends_with("-2.rwd"))
+        .unwrap();
+    let (ok, out) = verify(crashed);
+    assert!(!ok && out.contains("\"finished\":false"), "{out}");
+    let (ok, out) = verify(going_on);
+    assert!(ok && out.contains("\"complete\":true"), "{out}");
+    let a = rewind_record::reader::Recording::open(crashed).unwrap();
+    let b = rewind_record::reader::Recording::open(going_on).unwrap();
+    assert_eq!((b.header.segment, b.header.match_key), (2, 42));
+    assert_eq!(b.keyframes[0].tick.0, resumed_at);
+    assert_eq!(a.last_tick().map(|t| t.0), Some(resumed_at));
+    // The match goes on from exactly where the crashed file ends: the same state.
+    let before = rewind_record::review::world_at(&a, rewind_shared::Tick(resumed_at)).unwrap();
+    let after = rewind_record::review::world_at(&b, rewind_shared::Tick(resumed_at)).unwrap();
+    let pos = |w: &rewind_record::review::WorldAt| {
+        w.players
+            .iter()
+            .map(|p| (p.id, p.pos, p.health))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pos(&before), pos(&after));
+    assert_eq!(pos(&after).len(), 1);
+    assert!(
+        b.ticks.iter().any(
+            |t| t.membership.contains(&rewind_record::Membership::Rejoin {
+                id: welcome.player_id
+            })
+        ),
+        "ana came back as herself"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,9 +18,12 @@ use serde::{Deserialize, Serialize};
 /// is recorded with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Membership {
+    /// `account` is the shell's id for the player (the connect token's player id; 0 for
+    /// none): the rules never read it; a resumed match uses it to take its players back.
     Join {
         id: PlayerId,
         name: String,
+        account: u64,
     },
     Leave {
         id: PlayerId,
@@ -227,6 +230,8 @@ impl TickRecord {
 pub struct PlayerSave {
     pub id: PlayerId,
     pub name: String,
+    /// The shell's id for the player (see [`Membership::Join`]).
+    pub account: u64,
     pub state: NetPlayer,
     pub health: u16,
     pub respawn_at: Option<Tick>,

@@ -28,6 +28,18 @@ impl Match {
     /// Adds a player at the next spawn point; `max_datagram` bounds the snapshots written for
     /// them. Everyone is told, and the newcomer gets the roster (itself included).
     pub fn join(&mut self, name: &str, max_datagram: usize) -> Result<PlayerId, JoinError> {
+        self.join_as(name, 0, max_datagram)
+    }
+
+    /// [`Match::join`] for a player the shell knows as `account` (its connect token's player
+    /// id): recorded with the join and kept in keyframes, never read by the rules, so that a
+    /// match resumed from its recording knows its players again ([`Match::accounts`]).
+    pub fn join_as(
+        &mut self,
+        name: &str,
+        account: u64,
+        max_datagram: usize,
+    ) -> Result<PlayerId, JoinError> {
         if !valid_name(name) {
             return Err(JoinError::BadName);
         }
@@ -39,6 +51,7 @@ impl Match {
         let player = Player {
             id,
             name: name.to_string(),
+            account,
             state: PlayerState::spawn(spawn.pos, spawn.yaw),
             health: self.hitboxes.damage.health,
             respawn_at: None,
@@ -68,6 +81,7 @@ impl Match {
         self.journal.membership.push(Membership::Join {
             id,
             name: name.to_string(),
+            account,
         });
         Ok(id)
     }
@@ -107,6 +121,11 @@ impl Match {
                 .control
                 .push_back((to, ServerControl::Roster { players }));
         }
+    }
+
+    /// Every player and the shell's id for it (0 for none), ascending id.
+    pub fn accounts(&self) -> impl Iterator<Item = (PlayerId, u64)> + '_ {
+        self.players.iter().map(|p| (p.id, p.account))
     }
 
     /// Removes a player and tells everyone; a no-op for an unknown id.

@@ -45,6 +45,7 @@ impl Match {
             .map(|s| Player {
                 id: s.id,
                 name: s.name.clone(),
+                account: s.account,
                 state: PlayerState::from_net(&s.state),
                 health: s.health,
                 respawn_at: s.respawn_at,

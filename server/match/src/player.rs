@@ -12,6 +12,8 @@ use std::time::Duration;
 pub(crate) struct Player {
     pub id: PlayerId,
     pub name: String,
+    /// The shell's id for the player (the connect token's player id; 0 for none).
+    pub account: u64,
     pub state: PlayerState,
     pub health: u16,
     /// Set while dead.
@@ -36,6 +38,7 @@ impl Player {
         PlayerSave {
             id: self.id,
             name: self.name.clone(),
+            account: self.account,
             state: self.state.to_net(),
             health: self.health,
             respawn_at: self.respawn_at,

@@ -109,9 +109,9 @@ impl Match {
     pub fn replay(&mut self, recorded: &TickRecord) -> Result<Replayed, ReplayError> {
         for m in &recorded.membership {
             match m {
-                Membership::Join { id, name } => {
+                Membership::Join { id, name, account } => {
                     let got = self
-                        .join(name, MAX_DATAGRAM)
+                        .join_as(name, *account, MAX_DATAGRAM)
                         .map_err(|e| ReplayError::Join(*id, e))?;
                     if got != *id {
                         return Err(ReplayError::IdMismatch {

@@ -106,8 +106,11 @@ pub struct Header {
     /// The match within its server process (informational).
     pub match_id: u32,
     /// Which file of the match's recording this is, from 1: a write that failed (a full disk)
-    /// ends a segment, and the recording goes on in the next from a keyframe.
+    /// or a crash ends a segment, and the recording goes on in the next from a keyframe.
     pub segment: u32,
+    /// The match id its players' connect tokens name (0: tokens that let the server pick); a
+    /// server resuming the match after a crash hosts it under this id again.
+    pub match_key: u64,
     /// The map file, verbatim.
     pub map_toml: String,
     /// The hitbox file, verbatim.
@@ -135,6 +138,7 @@ impl Header {
             build: build(),
             match_id,
             segment: 1,
+            match_key: 0,
             map_toml,
             hitboxes_toml,
             settings: RecordedSettings::of(config),

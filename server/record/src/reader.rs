@@ -245,6 +245,7 @@ mod tests {
                     vec![Membership::Join {
                         id: PlayerId(1),
                         name: "a".into(),
+                        account: 0,
                     }]
                 } else {
                     vec![]
@@ -306,6 +307,7 @@ mod tests {
                     0 => t.membership.push(Membership::Join {
                         id: PlayerId(rng() as u16),
                         name: "x".repeat((rng() % 40) as usize),
+                        account: rng(),
                     }),
                     1 => t.membership.push(Membership::Leave {
                         id: PlayerId((rng() % 3) as u16),

@@ -196,7 +196,7 @@ fn names(rec: &Recording) -> BTreeMap<PlayerId, String> {
         .unwrap_or_default();
     for t in &rec.ticks {
         for m in &t.membership {
-            if let Membership::Join { id, name } = m {
+            if let Membership::Join { id, name, .. } = m {
                 names.insert(*id, printable(name).into_owned());
             }
         }

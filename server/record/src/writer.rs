@@ -210,8 +210,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Creates `<dir>/<name>.rwd.part`, writes the preamble and the header, and starts the
-    /// writer thread.
+    /// Creates `<dir>/<name>.rwd.part` (for a header's segment 1; `<name>-<N>.rwd.part` for
+    /// segment N, a match resumed after a crash), writes the preamble and the header, and
+    /// starts the writer thread.
     pub fn create(
         config: &RecorderConfig,
         name: &str,
@@ -221,7 +222,8 @@ impl Recorder {
             path: config.dir.clone(),
             source,
         })?;
-        let first = Segment::create(&config.dir, name, header, 1)?;
+        let number = header.segment.max(1);
+        let first = Segment::create(&config.dir, name, header, number)?;
         let path = first.path.clone();
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
@@ -229,7 +231,7 @@ impl Recorder {
             dir: config.dir.clone(),
             name: name.to_string(),
             header: header.clone(),
-            number: 1,
+            number,
             current: Some(first),
             broken: None,
             gap: 0,

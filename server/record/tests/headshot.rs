@@ -202,6 +202,7 @@ fn a_recorded_headshot_is_explained_from_the_file_alone() {
     forged.ticks[5].membership.push(Membership::Join {
         id: PlayerId(9),
         name: "\u{1b}[31mred\u{202E}".into(),
+        account: 0,
     });
     let names: Vec<String> = review::summary(&forged)
         .players
