@@ -72,6 +72,105 @@ fn step(
     std::iter::from_fn(|| m.poll_record()).collect()
 }
 
+/// Where the target's head is on the shooter's screen now, and the aim at it.
+fn aim(m: &Match, shooter: PlayerId, target: PlayerId) -> (Vec3, u16, i16) {
+    let (_, pose) = Rewind::at(m.history(), screen(m))
+        .unwrap()
+        .players()
+        .find(|(id, _)| *id == target)
+        .unwrap();
+    let head = m
+        .hitboxes()
+        .pose(pose.pos, pose.yaw, pose.stance)
+        .head
+        .center;
+    let s = m.state(shooter).unwrap();
+    let (yaw, pitch) = sim::aim(m.hitboxes().eye(s.pos, s.stance), head);
+    (head, yaw, pitch)
+}
+
+/// A player who comes back on a new connection (`Match::rejoin`) is the same player: its id,
+/// place, health and score (the kills the recording credits to its id) stay, its inputs count
+/// from 1 again, and the recording replays through the rejoin.
+#[test]
+fn a_player_back_on_a_new_connection_keeps_its_place_health_and_score() {
+    let hitboxes_toml =
+        std::fs::read_to_string(default_assets_dir().join("hitboxes.toml")).unwrap();
+    let config = MatchConfig::default();
+    let mut m = Match::new(
+        config.clone(),
+        Arc::new(Map::parse(FIELD).unwrap()),
+        Hitboxes::parse(&hitboxes_toml).unwrap(),
+    );
+    let shooter = m.join_as("ana", 77, MAX_DATAGRAM).unwrap();
+    let target = m.join_as("bo", 78, MAX_DATAGRAM).unwrap();
+    m.teleport(shooter, PlayerState::spawn(Vec3::new(1.0, 0.0, 2.0), 0));
+    m.teleport(
+        target,
+        PlayerState::spawn(Vec3::new(20.0, 0.0, -4.0), 32_768),
+    );
+    m.set_rtt(shooter, RTT);
+    step(&mut m, shooter, target, 1, None);
+    let header = Header::new(FIELD.into(), hitboxes_toml, &config, 1, 0);
+    let mut file = RecordWriter::new(Vec::new(), &header).unwrap();
+    file.keyframe(m.keyframe()).unwrap();
+    let mut seq = 1;
+    let mut play = |m: &mut Match, seq: u32, shot| {
+        for r in step(m, shooter, target, seq, shot) {
+            file.tick(r).unwrap();
+        }
+    };
+    for _ in 0..40 {
+        seq += 1;
+        play(&mut m, seq, None);
+    }
+    let (_, yaw, pitch) = aim(&m, shooter, target);
+    seq += 1;
+    play(&mut m, seq, Some(Shot::aimed(yaw, pitch)));
+    let saved = |m: &Match| m.keyframe().players.into_iter().find(|p| p.id == shooter);
+    let before = saved(&m).unwrap();
+
+    // The connection drops; the player comes back on a new one.
+    m.rejoin(shooter, MAX_DATAGRAM).unwrap();
+    let after = saved(&m).unwrap();
+    assert_eq!(
+        (after.state, after.health, after.account, after.applied),
+        (before.state, before.health, 77, 0),
+        "same place and health; the new connection's inputs count from 1"
+    );
+    assert_eq!(
+        m.accounts().collect::<Vec<_>>(),
+        vec![(shooter, 77), (target, 78)]
+    );
+    for seq in 1..=10 {
+        play(&mut m, seq, None);
+    }
+    assert_eq!(
+        saved(&m).unwrap().applied,
+        10,
+        "the new inputs 1..=10 were applied"
+    );
+    assert!(matches!(
+        m.rejoin(PlayerId(99), MAX_DATAGRAM),
+        Err(rewind_match::JoinError::Unknown(PlayerId(99)))
+    ));
+    let bytes = file.finish(0).unwrap();
+    let rec = Recording::parse(Path::new("rejoin.rwd"), &bytes).unwrap();
+    assert!(rec
+        .ticks
+        .iter()
+        .any(|t| t.membership == vec![Membership::Rejoin { id: shooter }]));
+    assert!(Replayer::new(&rec).unwrap().verify().unwrap().is_ok());
+    let summary = review::summary(&rec);
+    let ana: Vec<_> = summary.players.iter().filter(|p| p.name == "ana").collect();
+    assert_eq!(ana.len(), 1, "one line: the same player before and after");
+    assert_eq!(
+        (ana[0].id, ana[0].kills),
+        (shooter.0, 1),
+        "her kill is still hers"
+    );
+}
+
 #[test]
 fn a_recorded_headshot_is_explained_from_the_file_alone() {
     let hitboxes_toml =
@@ -107,18 +206,7 @@ fn a_recorded_headshot_is_explained_from_the_file_alone() {
     }
     let sent_at = m.current_tick();
     let view = screen(&m);
-    let (_, pose) = Rewind::at(m.history(), view)
-        .unwrap()
-        .players()
-        .find(|(id, _)| *id == target)
-        .unwrap();
-    let head = m
-        .hitboxes()
-        .pose(pose.pos, pose.yaw, pose.stance)
-        .head
-        .center;
-    let s = m.state(shooter).unwrap();
-    let (yaw, pitch) = sim::aim(m.hitboxes().eye(s.pos, s.stance), head);
+    let (head, yaw, pitch) = aim(&m, shooter, target);
     seq += 1;
     for r in step(&mut m, shooter, target, seq, Some(Shot::aimed(yaw, pitch))) {
         file.tick(r).unwrap();
