@@ -112,8 +112,8 @@ impl std::fmt::Display for ServerReport {
         let s = &self.server;
         writeln!(
             f,
-            "server     {} matches, {} connections, {} peer errors, {} joins refused, {} input datagrams dropped (slot full)",
-            self.matches_hosted, s.connections, s.peer_errors, s.joins_refused, s.input_datagrams_dropped
+            "server     {} matches, {} connections, {} peer errors, {} joins refused ({} for their token), {} players dropped and {} back on a new connection, {} input datagrams dropped (slot full)",
+            self.matches_hosted, s.connections, s.peer_errors, s.joins_refused, s.tokens_refused, s.dropped_players, s.reconnects, s.input_datagrams_dropped
         )?;
         writeln!(f, "           ticks: {}", self.ticks)
     }

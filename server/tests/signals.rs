@@ -419,3 +419,43 @@ async fn a_sigkilled_servers_match_resumes_from_its_recording_and_its_player_get
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_token_command_mints_a_token_the_key_checks() {
+    use rewind_transport::token::{unix_now, TokenKey};
+    let dir = temp_dir("token-cli");
+    let key_file = dir.join("backend.key");
+    let key = TokenKey::generate().unwrap();
+    key.save(&key_file).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "--player",
+            "5",
+            "--match",
+            "3",
+            "--valid-s",
+            "60",
+            "--key-file",
+        ])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap();
+    let claims = key.check(token.trim(), unix_now()).unwrap();
+    assert_eq!((claims.player, claims.match_id), (5, 3));
+    assert!((unix_now() + 55..=unix_now() + 61).contains(&claims.expires));
+    // Without a key there is nothing to sign with: one line, exit code 1.
+    let out = Command::new(BIN)
+        .args(["token", "--player", "5", "--key-file"])
+        .arg(dir.join("missing.key"))
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot read the token key"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

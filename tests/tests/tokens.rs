@@ -7,6 +7,7 @@ use rewind_record::reader::Recording;
 use rewind_record::{review, Membership};
 use rewind_shared::protocol::{
     ClientDatagram, CloseCode, Hello, InputBatch, InputCmd, PlayerId, ServerControl, ViewTime,
+    Welcome,
 };
 use rewind_shared::Tick;
 use rewind_tests::*;
@@ -22,15 +23,20 @@ fn hello_with(server: &rewind_server::Server, name: &str, token: String) -> Hell
     }
 }
 
-/// Reads control messages until the welcome; its player id.
-async fn welcomed(client: &mut RawClient) -> PlayerId {
+/// Reads control messages until the welcome.
+async fn welcome(client: &mut RawClient) -> Welcome {
     loop {
         match client.next_control().await {
-            Some(ServerControl::Welcome(w)) => return w.player_id,
+            Some(ServerControl::Welcome(w)) => return w,
             Some(_) => continue,
             None => panic!("the connection ended before a welcome"),
         }
     }
+}
+
+/// The player id the welcome gives.
+async fn welcomed(client: &mut RawClient) -> PlayerId {
+    welcome(client).await.player_id
 }
 
 /// Sends `n` inputs walking forward at 64 Hz, from sequence number `first`.
@@ -284,4 +290,34 @@ async fn a_player_who_closes_or_stays_away_too_long_leaves_and_comes_back_as_a_n
     let report = server.shutdown().await;
     assert_eq!(report.server.reconnects, 0);
     drop((witness, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_naming_a_match_joins_that_match_and_an_ended_match_refuses_its_tokens() {
+    let server = start_server(|c| c.max_matches = 4).await;
+    let in_match = |player, m| hello_with(&server, "p", token(&server, player, m));
+    // Tokens for match 5 go to one match, tokens for match 6 to another.
+    let mut a = raw_hello(&server, &in_match(1, 5)).await;
+    let mut b = raw_hello(&server, &in_match(2, 6)).await;
+    let mut c = raw_hello(&server, &in_match(3, 5)).await;
+    let ids = [
+        welcome(&mut a).await.match_id,
+        welcome(&mut b).await.match_id,
+        welcome(&mut c).await.match_id,
+    ];
+    assert_eq!(ids[0], ids[2], "both tokens for match 5 are in one match");
+    assert_ne!(ids[0], ids[1], "match 6 is another");
+    // Match 6's only player leaves: the match ends, and its tokens are refused from then on.
+    b.conn.close(0u32.into(), b"bye");
+    assert!(
+        eventually(Duration::from_secs(2), || server.stats().matches_ended == 1).await,
+        "match 6 ended"
+    );
+    let late = raw_hello(&server, &in_match(4, 6)).await;
+    assert_eq!(
+        late.close_reason().await,
+        (Some(CloseCode::MatchOver), "match 6 is over".into())
+    );
+    drop((a, c));
+    server.shutdown().await;
 }
