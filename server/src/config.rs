@@ -148,6 +148,9 @@ pub struct ServerConfig {
     pub record_dir: Option<PathBuf>,
     /// Seconds between keyframes in the recording. Default 5: a seek replays at most this much.
     pub keyframe_secs: u32,
+    /// Where to serve Prometheus metrics (`GET /metrics`, OpenMetrics text); none by default.
+    /// See docs/metrics.md.
+    pub metrics: Option<SocketAddr>,
     /// At start, resume every match whose recording in `record_dir` was left unfinished (a
     /// crash): rebuilt from it and hosted again, its players have the reconnect grace to come
     /// back with their tokens. Default false.
@@ -200,6 +203,7 @@ impl Default for ServerConfig {
             record_dir: Some(PathBuf::from("recordings")),
             keyframe_secs: 5,
             resume: false,
+            metrics: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! match starts or ends, and send the periodic statistics.
 
 use crate::host::{EndReason, Host, MatchReport, Seat};
+use crate::metrics::{MatchLabel, Metrics, Reason, Verdict};
 use crate::outbox::{Handover, JoinAnswer, LinkInfo};
 use crate::resume::Resumed;
 use crate::schedule::{Lateness, Schedule};
@@ -18,8 +19,9 @@ use rewind_match::{GameEvent, InputError, JoinError, Match};
 use rewind_record::writer::{Recorder, RecorderConfig};
 use rewind_record::Header;
 use rewind_shared::codec;
+use rewind_shared::hitbox::Part;
 use rewind_shared::protocol::{
-    CloseCode, InputBatch, PlayerId, ServerControl, StatsReport, Welcome, MAX_DATAGRAM,
+    CloseCode, InputBatch, PlayerId, ServerControl, ShotOutcome, StatsReport, Welcome, MAX_DATAGRAM,
 };
 use rewind_transport::token::Claims;
 use rewind_transport::ConnKey;
@@ -173,6 +175,16 @@ pub(crate) async fn run(
             last_stats: Instant::now(),
             batches: Vec::new(),
             out: Handover::default(),
+            tick_duration: host
+                .metrics()
+                .tick_duration
+                .get_or_create(&MatchLabel { match_id: id })
+                .clone(),
+            recorder_queue: host
+                .metrics()
+                .recorder_queue
+                .get_or_create(&MatchLabel { match_id: id })
+                .clone(),
         };
         if let Some((_, _, seats)) = continued {
             hosted.resumed(ticks_played, seats);
@@ -230,6 +242,7 @@ pub(crate) async fn run(
             recording_error,
         };
         info!(?ended, ticks = %report.ticks, "match ended");
+        host.metrics().forget_match(id);
         host.finished(report, &hosted.ticks);
     }
     .instrument(span)
@@ -304,6 +317,9 @@ struct Hosted {
     batches: Vec<InputBatch>,
     /// What this tick hands the network thread.
     out: Handover,
+    /// This match's series in the Prometheus metrics.
+    tick_duration: prometheus_client::metrics::histogram::Histogram,
+    recorder_queue: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Hosted {
@@ -338,6 +354,7 @@ impl Hosted {
                 break reason;
             }
             let busy = busy_since.elapsed();
+            self.tick_duration.observe(busy.as_secs_f64());
             self.ticks.record(busy);
             self.period.record(busy);
             match schedule.advance(Instant::now()) {
@@ -642,6 +659,16 @@ impl Hosted {
     /// Hands the tick's journal (and every so often a keyframe) to the recorder.
     fn record(&mut self, keyframe_every: Option<u32>) {
         while let Some(record) = self.game.poll_record() {
+            let metrics = self.host.metrics();
+            metrics.inputs_applied.inc_by(record.inputs.len() as u64);
+            for refused in &record.refused {
+                metrics
+                    .inputs_refused
+                    .get_or_create(&Reason {
+                        reason: refused.reason.name(),
+                    })
+                    .inc_by(u64::from(refused.count));
+            }
             if let Some(r) = &self.recorder {
                 if !r.tick(record) {
                     Counters::bump(&self.counters().records_dropped);
@@ -659,6 +686,11 @@ impl Hosted {
     fn flush(&mut self) {
         while let Some(event) = self.game.poll_event() {
             log_event(&event);
+            count_event(self.host.metrics(), &event);
+        }
+        if let Some(r) = &self.recorder {
+            self.recorder_queue
+                .set(i64::try_from(r.queued()).unwrap_or(i64::MAX));
         }
         while let Some((player, bytes)) = self.game.poll_datagram() {
             if let Some(conn) = self.session_of(player).map(|s| s.conn) {
@@ -765,6 +797,38 @@ impl Hosted {
             self.accounts.remove(&a);
             self.host.forget(self.key, a, self.id);
         }
+    }
+}
+
+/// Every shot counted by verdict, rejection reason and clamp.
+fn count_event(metrics: &Metrics, event: &GameEvent) {
+    let GameEvent::Shot(s) = event else {
+        return;
+    };
+    let verdict = match &s.outcome {
+        ShotOutcome::Hit {
+            part: Part::Head, ..
+        } => "headshot",
+        ShotOutcome::Hit { .. } => "hit",
+        ShotOutcome::Miss => "miss",
+        ShotOutcome::Rejected(reason) => {
+            metrics
+                .shots_rejected
+                .get_or_create(&Reason {
+                    reason: reason.name(),
+                })
+                .inc();
+            "rejected"
+        }
+    };
+    metrics.shots.get_or_create(&Verdict { verdict }).inc();
+    if let Ok(Some(clamp)) = s.check.as_ref().map(|c| c.clamp) {
+        metrics
+            .clamps
+            .get_or_create(&Reason {
+                reason: clamp.name(),
+            })
+            .inc();
     }
 }
 

@@ -8,6 +8,7 @@
 //! multi-threaded runtime the ticks of different matches run in parallel on every core.
 
 use crate::game_loop::{self, Command};
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::resume::{Found, Resumed};
 use crate::stats::{Counters, TickHistogram, TickTimes};
@@ -178,17 +179,20 @@ pub(crate) struct Host {
     outbox: Outbox,
     /// The runtime the matches tick on (seats are handed out from the network thread).
     runtime: tokio::runtime::Handle,
+    metrics: Arc<Metrics>,
 }
 
 impl Host {
     pub fn new(
         blueprint: Blueprint,
         counters: Arc<Counters>,
+        metrics: Arc<Metrics>,
         cancel: CancellationToken,
     ) -> Arc<Host> {
         Arc::new(Host {
             blueprint: Arc::new(blueprint),
             counters,
+            metrics,
             cancel,
             state: Mutex::new(State {
                 next_id: 1,
@@ -210,6 +214,11 @@ impl Host {
 
     pub fn counters(&self) -> &Arc<Counters> {
         &self.counters
+    }
+
+    /// What the matches report to Prometheus.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn cancel(&self) -> &CancellationToken {

@@ -16,6 +16,7 @@
 pub mod config;
 pub mod game_loop;
 pub mod host;
+pub mod metrics;
 pub mod net;
 pub mod outbox;
 pub mod relay;

@@ -165,6 +165,9 @@ struct Args {
     /// Do not record the match.
     #[arg(long)]
     no_record: bool,
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g. 0.0.0.0:9100.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
     /// Resume the matches whose recordings in the record folder were left unfinished (the
     /// server crashed or was killed); their players come back with their tokens.
     #[arg(long)]
@@ -220,6 +223,9 @@ impl Args {
         }
         if self.resume {
             c.resume = true;
+        }
+        if let Some(addr) = self.metrics {
+            c.metrics = Some(addr);
         }
         Ok(c)
     }

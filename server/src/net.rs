@@ -5,6 +5,7 @@
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::host::{Blueprint, Downstream, Host, MatchReport, Recording, Rules};
+use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::stats::{Counters, ServerStats, TickTimes};
 use rewind_match::MatchStats;
@@ -32,6 +33,11 @@ pub enum ServerError {
     },
     #[error(transparent)]
     TokenKey(#[from] KeyError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot create the recordings folder {dir}: {source}")]
     RecordDir {
         dir: std::path::PathBuf,
@@ -128,6 +134,7 @@ pub struct Server {
     token_key: Option<TokenKey>,
     dev_token_key: Option<std::path::PathBuf>,
     resumed: Vec<Resumption>,
+    metrics_addr: Option<SocketAddr>,
     counters: Arc<Counters>,
     host: Arc<Host>,
     stop: CancellationToken,
@@ -223,13 +230,26 @@ impl Server {
             reconnect_grace: Duration::from_millis(config.reconnect_grace_ms),
         };
         let cancel = CancellationToken::new();
-        let host = Host::new(blueprint, counters.clone(), cancel);
+        let metrics = Arc::new(Metrics::new(counters.clone()));
+        let host = Host::new(blueprint, counters.clone(), metrics.clone(), cancel);
         let resumed = match (config.resume, config.record_dir()) {
             (true, Some(dir)) => resume(&host, dir),
             _ => Vec::new(),
         };
-        // The network thread binds its socket on its own runtime and says where it listens.
         let stop = CancellationToken::new();
+        let metrics_addr = match config.metrics {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Metrics { addr, source })?;
+                let bound = listener.local_addr().unwrap_or(addr);
+                tokio::spawn(crate::metrics::serve(listener, metrics, stop.clone()));
+                info!(addr = %bound, "metrics at http://{bound}/metrics");
+                Some(bound)
+            }
+            None => None,
+        };
+        // The network thread binds its socket on its own runtime and says where it listens.
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
         let bind = config.bind;
         let network = {
@@ -292,6 +312,7 @@ impl Server {
             token_key,
             dev_token_key,
             resumed,
+            metrics_addr,
             counters,
             host,
             stop,
@@ -322,6 +343,11 @@ impl Server {
     /// Where the generated token key was written, if one was generated.
     pub fn dev_token_key_path(&self) -> Option<&std::path::Path> {
         self.dev_token_key.as_deref()
+    }
+
+    /// Where the Prometheus endpoint listens (`GET /metrics`), if it was asked for.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// What became of the unfinished recordings found at start (with `resume`).

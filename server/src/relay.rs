@@ -179,7 +179,9 @@ impl Relay {
         let Relay {
             node, socket, out, ..
         } = self;
+        let mut received = 0u64;
         if let Err(e) = socket.recv(RECV_PER_WAKE, |meta, data| {
+            received += data.len() as u64;
             let ecn = meta
                 .ecn
                 .and_then(|e| quinn_proto::EcnCodepoint::from_bits(e as u8));
@@ -187,6 +189,7 @@ impl Relay {
         }) {
             warn!(error = %e, "receiving failed");
         }
+        Counters::add(&self.host.counters().udp_bytes_received, received);
         self.node.handle_timeouts(now);
         self.flush_node(now);
         self.events(now);
@@ -209,7 +212,8 @@ impl Relay {
                 break;
             }
         }
-        self.socket.send(&mut self.out);
+        let sent = self.socket.send(&mut self.out);
+        Counters::add(&self.host.counters().udp_bytes_sent, sent);
     }
 
     /// Acts on the node's events; `true` if there were any.

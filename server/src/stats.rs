@@ -70,6 +70,10 @@ counters! {
     datagram_send_failed,
     /// Recording records dropped because the writer's queue was full.
     records_dropped,
+    /// UDP payload bytes received (QUIC packets, every connection and handshake).
+    udp_bytes_received,
+    /// UDP payload bytes the kernel took to send.
+    udp_bytes_sent,
 }
 
 impl Counters {

@@ -206,6 +206,8 @@ pub struct Recorder {
     tx: SyncSender<Msg>,
     thread: JoinHandle<Result<Finished, RecordError>>,
     dropped: Arc<AtomicU64>,
+    /// Records in the queue, not yet taken by the writer.
+    queued: Arc<AtomicU64>,
     path: PathBuf,
 }
 
@@ -227,7 +229,9 @@ impl Recorder {
         let path = first.path.clone();
         let (tx, rx) = mpsc::sync_channel(config.queue.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
+        let queued = Arc::new(AtomicU64::new(0));
         let job = FileJob {
+            queued: queued.clone(),
             dir: config.dir.clone(),
             name: name.to_string(),
             header: header.clone(),
@@ -253,6 +257,7 @@ impl Recorder {
             tx,
             thread,
             dropped,
+            queued,
             path,
         })
     }
@@ -273,9 +278,12 @@ impl Recorder {
     }
 
     fn send(&self, msg: Msg) -> bool {
+        // Counted before the send, so that the writer never takes a record not yet counted.
+        self.queued.fetch_add(1, Relaxed);
         match self.tx.try_send(msg) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Relaxed);
                 self.dropped.fetch_add(1, Relaxed);
                 false
             }
@@ -285,6 +293,11 @@ impl Recorder {
     /// Records dropped so far because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Relaxed)
+    }
+
+    /// Records waiting in the queue for the writer now.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Relaxed)
     }
 
     /// Writes what is queued, the footer, fsyncs and renames; blocks until done. `Err` when
@@ -402,6 +415,7 @@ struct FileJob {
     lost: u64,
     failure: Option<RecordError>,
     dropped: Arc<AtomicU64>,
+    queued: Arc<AtomicU64>,
 }
 
 impl FileJob {
@@ -413,7 +427,11 @@ impl FileJob {
         let mut last_flush = Instant::now();
         loop {
             let wait = flush_every.saturating_sub(last_flush.elapsed());
-            match rx.recv_timeout(wait) {
+            let msg = rx.recv_timeout(wait);
+            if matches!(msg, Ok(Msg::Tick(_) | Msg::Keyframe(_))) {
+                self.queued.fetch_sub(1, Relaxed);
+            }
+            match msg {
                 Ok(Msg::Tick(r)) => match &mut self.current {
                     Some(seg) => {
                         if let Err(e) = seg.writer.tick(*r) {

@@ -91,9 +91,11 @@ impl Socket {
     }
 
     /// Sends every transmit, then forgets them. A transmit the kernel cannot take now is
-    /// dropped and counted.
-    pub fn send(&mut self, out: &mut Transmits) {
+    /// dropped and counted. Returns the bytes the kernel took.
+    pub fn send(&mut self, out: &mut Transmits) -> u64 {
+        let mut bytes = 0;
         for t in out.list.drain(..) {
+            let len = t.bytes.len() as u64;
             let transmit = Transmit {
                 destination: t.destination,
                 ecn: t
@@ -106,11 +108,13 @@ impl Socket {
             let sent = self.io.try_io(Interest::WRITABLE, || {
                 self.state.send((&self.io).into(), &transmit)
             });
-            if sent.is_err() {
-                self.dropped += 1;
+            match sent {
+                Ok(()) => bytes += len,
+                Err(_) => self.dropped += 1,
             }
         }
         out.bytes.clear();
+        bytes
     }
 
     /// How many datagrams one transmit may carry (GSO).
