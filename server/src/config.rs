@@ -19,6 +19,9 @@ use std::time::Duration;
 pub const QUIC_BYTES_PER_PACKET: u64 = 48;
 /// The downstream budget per client at 64 Hz unless configured, kbit/s including QUIC.
 pub const DEFAULT_DOWNSTREAM_KBPS: u32 = 80;
+/// How often a server running under Agones sends Health while its tick loops run (the
+/// GameServer's health period must hold at least two).
+pub const AGONES_HEALTH_EVERY: Duration = Duration::from_secs(2);
 /// The least snapshot budget a server runs with: room for a player or two every tick.
 const MIN_SNAPSHOT_BUDGET: usize = 64;
 
@@ -148,6 +151,10 @@ pub struct ServerConfig {
     pub record_dir: Option<PathBuf>,
     /// Seconds between keyframes in the recording. Default 5: a seek replays at most this much.
     pub keyframe_secs: u32,
+    /// Run as an Agones GameServer (needs a build with the `agones` feature): Ready once
+    /// listening, Health from the tick loops, the match id from the allocation, Shutdown after
+    /// the recordings are finished. Default false. See docs/deploy.md.
+    pub agones: bool,
     /// Where to serve Prometheus metrics (`GET /metrics`, OpenMetrics text); none by default.
     /// See docs/metrics.md.
     pub metrics: Option<SocketAddr>,
@@ -204,6 +211,7 @@ impl Default for ServerConfig {
             keyframe_secs: 5,
             resume: false,
             metrics: None,
+            agones: false,
         }
     }
 }

@@ -123,6 +123,7 @@ pub(crate) async fn run(
     key: u64,
     host: Arc<Host>,
     commands: mpsc::Receiver<Command>,
+    beat: Arc<std::sync::atomic::AtomicU64>,
     resumed: Option<Box<Resumed>>,
 ) {
     let span = info_span!("match", id, key);
@@ -175,6 +176,7 @@ pub(crate) async fn run(
             last_stats: Instant::now(),
             batches: Vec::new(),
             out: Handover::default(),
+            beat,
             tick_duration: host
                 .metrics()
                 .tick_duration
@@ -317,6 +319,8 @@ struct Hosted {
     batches: Vec<InputBatch>,
     /// What this tick hands the network thread.
     out: Handover,
+    /// When the loop last finished a tick (what a health check watches).
+    beat: Arc<std::sync::atomic::AtomicU64>,
     /// This match's series in the Prometheus metrics.
     tick_duration: prometheus_client::metrics::histogram::Histogram,
     recorder_queue: prometheus_client::metrics::gauge::Gauge,
@@ -354,6 +358,7 @@ impl Hosted {
                 break reason;
             }
             let busy = busy_since.elapsed();
+            self.host.tick_done(&self.beat);
             self.tick_duration.observe(busy.as_secs_f64());
             self.ticks.record(busy);
             self.period.record(busy);

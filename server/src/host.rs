@@ -19,8 +19,9 @@ use rewind_transport::token::Claims;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -140,6 +141,8 @@ impl Drop for Seat {
 
 struct Running {
     id: u32,
+    /// When its tick loop last finished a tick, ms since the host started.
+    beat: Arc<AtomicU64>,
     /// The match id its players' tokens name; 0 for a match the host fills as it likes.
     key: u64,
     /// Players in the match plus players on their way to it.
@@ -180,6 +183,13 @@ pub(crate) struct Host {
     /// The runtime the matches tick on (seats are handed out from the network thread).
     runtime: tokio::runtime::Handle,
     metrics: Arc<Metrics>,
+    /// The one match id tokens may name (0: any), from the config or an allocation.
+    only_match: AtomicU64,
+    /// When the host started: heartbeats and stalls are milliseconds since.
+    epoch: Instant,
+    /// Until when every tick loop blocks its thread (fault injection for tests), ms since
+    /// `epoch`.
+    stall_until: AtomicU64,
 }
 
 impl Host {
@@ -200,6 +210,9 @@ impl Host {
             }),
             outbox: Outbox::default(),
             runtime: tokio::runtime::Handle::current(),
+            only_match: AtomicU64::new(0),
+            epoch: Instant::now(),
+            stall_until: AtomicU64::new(0),
         })
     }
 
@@ -223,6 +236,49 @@ impl Host {
 
     pub fn cancel(&self) -> &CancellationToken {
         &self.cancel
+    }
+
+    /// The one match id tokens may name, if the server hosts one match only.
+    pub fn only_match(&self) -> Option<u64> {
+        Some(self.only_match.load(Relaxed)).filter(|m| *m != 0)
+    }
+
+    /// From now on tokens must name match `id` (0: any).
+    pub fn host_only(&self, id: u64) {
+        self.only_match.store(id, Relaxed);
+    }
+
+    /// Milliseconds since the host started.
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// A running match whose tick loop has not finished a tick for `limit`, if any.
+    pub fn stalled(&self, limit: Duration) -> Option<u32> {
+        let now = self.now_ms();
+        let limit = limit.as_millis() as u64;
+        self.lock()
+            .running
+            .iter()
+            .find(|m| now.saturating_sub(m.beat.load(Relaxed)) > limit)
+            .map(|m| m.id)
+    }
+
+    /// Every tick loop blocks its thread for `d` at its next tick (fault injection: a stalled
+    /// loop, for tests of what watches the loops).
+    pub fn stall_for(&self, d: Duration) {
+        let until = self.now_ms() + d.as_millis() as u64;
+        self.stall_until.store(until, Relaxed);
+    }
+
+    /// Called by a tick loop after each tick: its heartbeat, and the injected stall if any.
+    pub fn tick_done(&self, beat: &AtomicU64) {
+        let now = self.now_ms();
+        beat.store(now, Relaxed);
+        let until = self.stall_until.load(Relaxed);
+        if until > now {
+            std::thread::sleep(Duration::from_millis(until - now));
+        }
     }
 
     /// Where the matches hand their output to the network thread.
@@ -291,6 +347,19 @@ impl Host {
 
     /// Opens a new match for token match id `key` (0: any players) and returns its place.
     fn open(self: &Arc<Self>, state: &mut State, key: u64) -> Result<usize, AssignError> {
+        self.launch(state, key, 0, |_, _| None)
+    }
+
+    /// Starts a match's tick loop, if fewer than the most allowed run: a new match, or the one
+    /// `start` rebuilds (given its id and its command queue); `seats` are held for it from
+    /// the start. Returns its place in `running`.
+    fn launch(
+        self: &Arc<Self>,
+        state: &mut State,
+        key: u64,
+        seats: usize,
+        start: impl FnOnce(u32, &mpsc::Sender<Command>) -> Option<Box<Resumed>>,
+    ) -> Result<usize, AssignError> {
         let rules = &self.blueprint.rules;
         if state.running.len() >= rules.max_matches {
             return Err(AssignError::Full {
@@ -301,18 +370,25 @@ impl Host {
         }
         let id = state.next_id;
         state.next_id = state.next_id.wrapping_add(1).max(1);
+        let beat = Arc::new(AtomicU64::new(self.now_ms()));
         let (tx, rx) = mpsc::channel(self.blueprint.command_queue);
+        let resumed = start(id, &tx);
         state.tasks.retain(|t| !t.is_finished());
-        state.tasks.push(
-            self.runtime
-                .spawn(game_loop::run(id, key, self.clone(), rx, None)),
-        );
+        state.tasks.push(self.runtime.spawn(game_loop::run(
+            id,
+            key,
+            self.clone(),
+            rx,
+            beat.clone(),
+            resumed,
+        )));
         Counters::bump(&self.counters.matches_opened);
         Counters::bump(&self.counters.matches);
         state.running.push(Running {
             id,
+            beat,
             key,
-            seats: 0,
+            seats,
             accepting: true,
             commands: tx,
         });
@@ -323,53 +399,29 @@ impl Host {
     /// name, with a seat held for each of its players (they have the reconnect grace to come
     /// back); its host id.
     pub fn resume(self: &Arc<Self>, found: Found) -> Result<u32, AssignError> {
-        let rules = &self.blueprint.rules;
         let mut state = self.lock();
-        if state.running.len() >= rules.max_matches {
-            return Err(AssignError::Full {
-                running: state.running.len(),
-                max: rules.max_matches,
-                size: rules.size,
-            });
-        }
-        let id = state.next_id;
-        state.next_id = state.next_id.wrapping_add(1).max(1);
         let key = found.header.match_key;
-        let (tx, rx) = mpsc::channel(self.blueprint.command_queue);
         let accounts: Vec<u64> = found.game.accounts().map(|(_, a)| a).collect();
-        let seats = accounts
-            .iter()
-            .map(|_| Seat {
-                host: self.clone(),
-                match_id: id,
-                commands: tx.clone(),
-            })
-            .collect();
-        for a in accounts.iter().filter(|a| **a != 0) {
-            state.homes.insert((key, *a), id);
+        let players = accounts.len();
+        let at = self.launch(&mut state, key, players, |id, tx| {
+            let seats = (0..players)
+                .map(|_| Seat {
+                    host: self.clone(),
+                    match_id: id,
+                    commands: tx.clone(),
+                })
+                .collect();
+            Some(Box::new(Resumed {
+                game: found.game,
+                name: found.name,
+                header: found.header,
+                seats,
+            }))
+        })?;
+        let id = state.running[at].id;
+        for a in accounts.into_iter().filter(|a| *a != 0) {
+            state.homes.insert((key, a), id);
         }
-        let resumed = Resumed {
-            game: found.game,
-            name: found.name,
-            header: found.header,
-            seats,
-        };
-        state.tasks.push(self.runtime.spawn(game_loop::run(
-            id,
-            key,
-            self.clone(),
-            rx,
-            Some(Box::new(resumed)),
-        )));
-        Counters::bump(&self.counters.matches_opened);
-        Counters::bump(&self.counters.matches);
-        state.running.push(Running {
-            id,
-            key,
-            seats: accounts.len(),
-            accepting: true,
-            commands: tx,
-        });
         Ok(id)
     }
 

@@ -13,6 +13,8 @@
 //! The match core ([`rewind_match`]), the recordings ([`rewind_record`]) and the QUIC set-up
 //! ([`rewind_transport`]) are crates of their own beside this one.
 
+#[cfg(feature = "agones")]
+pub mod agones;
 pub mod config;
 pub mod game_loop;
 pub mod host;

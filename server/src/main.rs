@@ -168,6 +168,10 @@ struct Args {
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 0.0.0.0:9100.
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Run as an Agones GameServer (a build with the `agones` feature): Ready, Health,
+    /// the match from the allocation, Shutdown (docs/deploy.md).
+    #[arg(long)]
+    agones: bool,
     /// Resume the matches whose recordings in the record folder were left unfinished (the
     /// server crashed or was killed); their players come back with their tokens.
     #[arg(long)]
@@ -223,6 +227,9 @@ impl Args {
         }
         if self.resume {
             c.resume = true;
+        }
+        if self.agones {
+            c.agones = true;
         }
         if let Some(addr) = self.metrics {
             c.metrics = Some(addr);
@@ -281,6 +288,12 @@ fn run() -> anyhow::Result<()> {
 /// finished) and prints what happened. Fails when a recording was lost.
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let stop = stop_signal()?;
+    let agones = config.agones;
+    #[cfg(not(feature = "agones"))]
+    anyhow::ensure!(
+        !agones,
+        "this build has no Agones support: build rewind-server with --features agones"
+    );
     let server = Server::start(config)
         .await
         .context("cannot start the server")?;
@@ -302,6 +315,10 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     for r in server.resumed() {
         eprintln!("{r}");
     }
+    #[cfg(feature = "agones")]
+    if agones {
+        return serve_agones(server, stop).await;
+    }
     let signal = stop.await?;
     eprintln!("{signal}: shutting down");
     let report = tokio::time::timeout(SHUTDOWN_LIMIT, server.shutdown())
@@ -312,6 +329,38 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
                 SHUTDOWN_LIMIT.as_secs()
             )
         })?;
+    finish(&report)
+}
+
+/// As an Agones GameServer: `Ready` now, `Shutdown` once the server has stopped (SIGTERM, or
+/// its allocated match is over) and its recordings are finished.
+#[cfg(feature = "agones")]
+async fn serve_agones(
+    server: Server,
+    stop: impl std::future::Future<Output = anyhow::Result<&'static str>>,
+) -> anyhow::Result<()> {
+    use rewind_server::agones::{self, Agones};
+    let mut stop = std::pin::pin!(stop);
+    let mut sidecar = tokio::select! {
+        a = Agones::connect(None) => a?,
+        signal = &mut stop => {
+            eprintln!("{}: shutting down", signal?);
+            return finish(&server.shutdown().await);
+        }
+    };
+    sidecar.ready(&server).await?;
+    let stopped = async {
+        if let Ok(signal) = stop.await {
+            eprintln!("{signal}: shutting down");
+        }
+    };
+    let (report, done) = agones::serve(server, sidecar, stopped).await;
+    finish(&report)?;
+    Ok(done?)
+}
+
+/// Prints what the server did; fails when a recording was lost.
+fn finish(report: &rewind_server::ServerReport) -> anyhow::Result<()> {
     eprint!("{report}");
     if let Some(path) = report.recordings().next() {
         eprintln!(

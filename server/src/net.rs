@@ -232,6 +232,7 @@ impl Server {
         let cancel = CancellationToken::new();
         let metrics = Arc::new(Metrics::new(counters.clone()));
         let host = Host::new(blueprint, counters.clone(), metrics.clone(), cancel);
+        host.host_only(config.match_id.unwrap_or(0));
         let resumed = match (config.resume, config.record_dir()) {
             (true, Some(dir)) => resume(&host, dir),
             _ => Vec::new(),
@@ -353,6 +354,34 @@ impl Server {
     /// What became of the unfinished recordings found at start (with `resume`).
     pub fn resumed(&self) -> &[Resumption] {
         &self.resumed
+    }
+
+    /// From now on the server hosts match `id` only: tokens for another match are refused (an
+    /// allocation named it).
+    pub fn host_only(&self, id: u64) {
+        self.host.host_only(id);
+    }
+
+    /// The one match id tokens may name, if there is one.
+    pub fn only_match(&self) -> Option<u64> {
+        self.host.only_match()
+    }
+
+    /// A running match whose tick loop has not finished a tick for `limit`: a stalled loop
+    /// (what a health check reports).
+    pub fn stalled(&self, limit: Duration) -> Option<u32> {
+        self.host.stalled(limit)
+    }
+
+    /// Fault injection for tests: every tick loop blocks its thread for `d` at its next tick.
+    #[doc(hidden)]
+    pub fn stall_ticks_for(&self, d: Duration) {
+        self.host.stall_for(d);
+    }
+
+    #[cfg(feature = "agones")]
+    pub(crate) fn host(&self) -> &Arc<Host> {
+        &self.host
     }
 
     /// Live counters.

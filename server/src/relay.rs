@@ -362,7 +362,7 @@ impl Relay {
             },
             None => None,
         };
-        if let (Some(t), Some(only)) = (ticket, self.config.match_id) {
+        if let (Some(t), Some(only)) = (ticket, self.host.only_match()) {
             if t.match_id != only {
                 Counters::bump(&self.counters().tokens_refused);
                 let why = match t.match_id {
