@@ -118,15 +118,16 @@ impl Agones {
         }
     }
 
-    /// `Shutdown`: the pod may go.
+    /// `Shutdown`: the pod may go. Health and the watch stop after it is acknowledged.
     pub async fn shutdown(mut self) -> Result<(), AgonesError> {
+        let done = self.sdk.shutdown().await.map_err(|e| AgonesError::Call {
+            call: "Shutdown",
+            why: e.to_string(),
+        });
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        self.sdk.shutdown().await.map_err(|e| AgonesError::Call {
-            call: "Shutdown",
-            why: e.to_string(),
-        })?;
+        done?;
         info!("Agones: shutdown sent");
         Ok(())
     }

@@ -14,12 +14,13 @@ use std::time::Duration;
 
 /// The mock sidecar, on a runtime of its own: once a health stream ends, mock-agones 0.1.1
 /// polls it in a loop that never yields, which would hold up this test's runtime at its end
-/// (its thread is left to the process's exit instead).
+/// (its threads are left to the process's exit instead). The server's side sends Shutdown
+/// before it ends its health stream, so the mock still answers it.
 fn mock_sidecar() -> MockAgonesServer {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
