@@ -65,7 +65,8 @@ impl std::fmt::Debug for Seat {
 /// A player whose connection dropped, keeping its place until `until`.
 struct Away {
     until: Instant,
-    account: u64,
+    /// Its token's player id (none when tokens are off: it cannot come back).
+    account: Option<u64>,
     /// Its seat in the match, held for it meanwhile.
     _seat: Seat,
 }
@@ -405,8 +406,7 @@ impl Hosted {
             self.drop_session(key);
         }
         for (player, away) in std::mem::take(&mut self.away) {
-            let account = (away.account != 0).then_some(away.account);
-            self.leave_for_good(player, account);
+            self.leave_for_good(player, away.account);
         }
         self.hand_over();
         ended
@@ -544,7 +544,7 @@ impl Hosted {
                     player,
                     Away {
                         until: Instant::now() + grace,
-                        account,
+                        account: Some(account),
                         _seat: seat,
                     },
                 );
@@ -568,8 +568,9 @@ impl Hosted {
         let players: Vec<(PlayerId, u64)> = self.game.accounts().collect();
         for ((player, account), seat) in players.into_iter().zip(seats) {
             Counters::bump(&self.counters().players);
-            if account != 0 {
-                self.accounts.insert(account, player);
+            let account = (account != 0).then_some(account);
+            if let Some(a) = account {
+                self.accounts.insert(a, player);
             }
             self.away.insert(
                 player,
@@ -595,8 +596,7 @@ impl Hosted {
         for player in gone {
             if let Some(a) = self.away.remove(&player) {
                 info!(%player, "player did not come back in time; it leaves");
-                let account = (a.account != 0).then_some(a.account);
-                self.leave_for_good(player, account);
+                self.leave_for_good(player, a.account);
             }
         }
     }
