@@ -602,7 +602,13 @@ impl Relay {
     /// Tells the match the player left; the seat is given back after the leave is queued, so
     /// the match never has more players than seats.
     fn leave(&mut self, match_id: u32, session: SessionKey, seat: Option<Seat>) {
-        let cmd = Command::Leave { session };
+        self.send(match_id, Command::Leave { session }, seat);
+    }
+
+    /// Queues a command for a match, waiting for room in its queue if need be; `seat` (held
+    /// for the command's player) is given back once the command is on its way, or when the
+    /// match is gone (it has nobody to tell).
+    fn send(&mut self, match_id: u32, cmd: Command, seat: Option<Seat>) {
         match self.host.commands_of(match_id) {
             Some(commands) => match commands.try_send(cmd) {
                 Ok(()) => drop(seat),
@@ -664,7 +670,7 @@ impl Relay {
             Stage::Playing { seat, session } if dropped => {
                 let match_id = seat.match_id;
                 let cmd = Command::Dropped { session, seat };
-                self.send(match_id, cmd);
+                self.send(match_id, cmd, None);
             }
             Stage::Playing { seat, session } => {
                 let match_id = seat.match_id;
@@ -675,15 +681,6 @@ impl Relay {
                 self.orphans.insert(key, seat);
             }
             Stage::Hello | Stage::Closing => {}
-        }
-    }
-
-    /// Queues a command for a match (dropped if the match is gone: it has nobody to tell).
-    fn send(&mut self, match_id: u32, cmd: Command) {
-        if let Some(commands) = self.host.commands_of(match_id) {
-            if let Err(tokio::sync::mpsc::error::TrySendError::Full(cmd)) = commands.try_send(cmd) {
-                self.queued.push_back((match_id, cmd, None));
-            }
         }
     }
 

@@ -98,37 +98,17 @@ async fn sigterm_mid_match_tells_players_finishes_the_recording_and_exits_cleanl
     let dir = temp_dir("sigterm");
     let (mut child, addr, lines) = start(&dir);
 
-    // A player joins and the match runs for a moment.
-    let certs = transport::load_trusted(&dir.join("cert.pem")).unwrap();
-    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-    endpoint.set_default_client_config(
-        transport::client_config(&certs, &TransportSettings::default()).unwrap(),
-    );
-    let conn = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let hello = Hello {
-        protocol_version: PROTOCOL_VERSION,
-        name: "ana".into(),
-        token: transport::token::TokenKey::load(&dir.join("token.key"))
-            .unwrap()
-            .mint(&transport::token::Claims::new(
-                1,
-                0,
-                Duration::from_secs(60),
-            )),
-    };
-    transport::write_message(&mut send, &hello).await.unwrap();
-    let welcome = tokio::time::timeout(
-        Duration::from_secs(5),
-        transport::read_message::<ServerControl>(&mut recv),
-    )
-    .await
-    .expect("welcome in time")
-    .unwrap();
-    assert!(
-        matches!(welcome, Some(ServerControl::Welcome(_))),
-        "{welcome:?}"
-    );
+    // A player joins (with a token minted with the key the server wrote) and the match runs
+    // for a moment.
+    let token = transport::token::TokenKey::load(&dir.join("token.key"))
+        .unwrap()
+        .mint(&transport::token::Claims::new(
+            1,
+            0,
+            Duration::from_secs(60),
+        ));
+    let player = join(&dir, addr, token).await;
+    let conn = &player.conn;
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
     signal(&child, "TERM");
@@ -247,18 +227,18 @@ fn a_failure_is_one_line_and_a_non_zero_exit() {
     );
 }
 
-/// A player's connection to the server at `addr`: connects, says hello with `token`, and
-/// returns the connection, its control stream's receiving side and the welcome.
-async fn join(
-    dir: &Path,
-    addr: SocketAddr,
-    token: String,
-) -> (
-    quinn::Endpoint,
-    quinn::Connection,
-    quinn::RecvStream,
-    rewind_shared::protocol::Welcome,
-) {
+/// A player's connection: its endpoint, the connection, both sides of its control stream
+/// (the sending side is kept open: finishing it would be a goodbye) and its welcome.
+struct Player {
+    _endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    _send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    welcome: rewind_shared::protocol::Welcome,
+}
+
+/// Connects to the server at `addr` and says hello with `token`; the player once welcomed.
+async fn join(dir: &Path, addr: SocketAddr, token: String) -> Player {
     let certs = transport::load_trusted(&dir.join("cert.pem")).unwrap();
     let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     endpoint.set_default_client_config(
@@ -272,7 +252,6 @@ async fn join(
         token,
     };
     transport::write_message(&mut send, &hello).await.unwrap();
-    std::mem::forget(send);
     let welcome = tokio::time::timeout(
         Duration::from_secs(5),
         transport::read_message::<ServerControl>(&mut recv),
@@ -280,7 +259,13 @@ async fn join(
     .await
     .expect("an answer in time");
     match welcome {
-        Ok(Some(ServerControl::Welcome(w))) => (endpoint, conn, recv, w),
+        Ok(Some(ServerControl::Welcome(welcome))) => Player {
+            _endpoint: endpoint,
+            conn,
+            _send: send,
+            recv,
+            welcome,
+        },
         other => panic!("no welcome: {other:?} ({:?})", conn.close_reason()),
     }
 }
@@ -321,7 +306,14 @@ async fn a_sigkilled_servers_match_resumes_from_its_recording_and_its_player_get
 
     // Ana plays match 42 for a while; then the server is killed outright.
     let (mut first, addr, _) = start_with(&dir, &key_args);
-    let (_endpoint, conn, mut recv, welcome) = join(&dir, addr, token.clone()).await;
+    // The endpoint and the sending side stay bound: dropping them would be a goodbye.
+    let Player {
+        _endpoint,
+        conn,
+        _send,
+        mut recv,
+        welcome,
+    } = join(&dir, addr, token.clone()).await;
     // Every statistics message's tick, as it arrives.
     let (ticks_tx, mut ticks) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -370,14 +362,14 @@ async fn a_sigkilled_servers_match_resumes_from_its_recording_and_its_player_get
     );
 
     // Ana comes back with her token: the same player, in the match going on from there.
-    let (_endpoint, conn, _recv, back) = join(&dir, addr, token).await;
-    assert_eq!(back.player_id, welcome.player_id);
+    let back = join(&dir, addr, token).await;
+    assert_eq!(back.welcome.player_id, welcome.player_id);
     assert!(
-        back.server_tick.0 >= resumed_at,
+        back.welcome.server_tick.0 >= resumed_at,
         "{} < {resumed_at}",
-        back.server_tick.0
+        back.welcome.server_tick.0
     );
-    walk(&conn, 30).await;
+    walk(&back.conn, 30).await;
     signal(&second, "TERM");
     let status = tokio::task::spawn_blocking(move || wait(&mut second, Duration::from_secs(20)))
         .await

@@ -127,7 +127,7 @@ async fn a_dropped_player_who_returns_within_the_grace_is_the_same_player() {
         c.reconnect_grace_ms = 10_000;
     })
     .await;
-    let token = tokens_for(&server, 77);
+    let token = token(&server, 77, 0);
     // Another player, so that the match does not end when the first one is away.
     let mut other = raw_hello(&server, &hello(&server, "witness")).await;
     welcomed(&mut other).await;
@@ -230,11 +230,6 @@ async fn a_dropped_player_who_returns_within_the_grace_is_the_same_player() {
     drop(other);
 }
 
-/// A token for `player` in any match, signed with the server's key.
-fn tokens_for(server: &rewind_server::Server, player: u64) -> String {
-    token(server, player, 0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_player_who_closes_or_stays_away_too_long_leaves_and_comes_back_as_a_newcomer() {
     let server = start_server(|c| {
@@ -247,8 +242,8 @@ async fn a_player_who_closes_or_stays_away_too_long_leaves_and_comes_back_as_a_n
     welcomed(&mut witness).await;
 
     // Closed by the client: it leaves the world at once.
-    let token = tokens_for(&server, 5);
-    let mut a = raw_hello(&server, &hello_with(&server, "bo", token.clone())).await;
+    let bo = token(&server, 5, 0);
+    let mut a = raw_hello(&server, &hello_with(&server, "bo", bo.clone())).await;
     let first = welcomed(&mut a).await;
     a.conn.close(0u32.into(), b"bye");
     assert!(
@@ -256,7 +251,7 @@ async fn a_player_who_closes_or_stays_away_too_long_leaves_and_comes_back_as_a_n
         "a closed connection's player leaves within a few ticks"
     );
     assert_eq!(server.stats().dropped_players, 0);
-    let mut b = raw_hello(&server, &hello_with(&server, "bo", token.clone())).await;
+    let mut b = raw_hello(&server, &hello_with(&server, "bo", bo.clone())).await;
     let second = welcomed(&mut b).await;
     assert_ne!(
         second, first,
@@ -265,7 +260,7 @@ async fn a_player_who_closes_or_stays_away_too_long_leaves_and_comes_back_as_a_n
 
     // Dropped, and away longer than the grace: it leaves, and comes back as a new player.
     let link = CutLink::to(server.local_addr()).await;
-    let other = tokens_for(&server, 6);
+    let other = token(&server, 6, 0);
     let mut c = raw_hello_at(
         &server,
         link.addr,
