@@ -3,7 +3,8 @@
 //! writer, then read back. Prints the recording size per player-minute, forward replay speed
 //! as a multiple of real time, and the time to seek to a tick.
 //!
-//! Run: `cargo bench -p rewind-benches --bench replay` (`-- --minutes N` for another length).
+//! Run: `cargo bench -p rewind-benches --bench replay` (`-- --minutes N` for another length,
+//! `-- --keep FILE.rwd` to keep the recording, and its viewer page beside it as FILE.html).
 
 use client_sim::behaviour::Wanderer;
 use glam::Vec3;
@@ -160,6 +161,10 @@ fn main() {
         assert_eq!(m.current_tick(), tick);
     }
     seeks.sort_by(f64::total_cmp);
+    // The browser viewer's page: one forward replay explaining every shot, compressed.
+    let building = Instant::now();
+    let page = rewind_record::viewer::page(&rec, "bench").expect("page");
+    let page_time = building.elapsed();
     let shots: usize = rec.ticks.iter().map(|t| t.shots.len()).sum();
     println!("a {minutes}-minute match, {PLAYERS} players at {hz} Hz, bots' inputs and {shots} shots, keyframes every 5 s");
     println!(
@@ -190,5 +195,26 @@ fn main() {
         seeks[seeks.len() - 1],
         seeks.len()
     );
+    let r = &page.report;
+    println!(
+        "viewer page             {:.2} MB ({:.2} MB of columns compressed to {:.2} MB, base64 in the page), {} ticks, {} of {} shots explained, built in {:.2} s ({:.1}x the forward replay)",
+        r.html_bytes as f64 / 1e6,
+        r.raw_bytes as f64 / 1e6,
+        r.compressed_bytes as f64 / 1e6,
+        r.ticks,
+        r.explained,
+        r.shots,
+        page_time.as_secs_f64(),
+        page_time.as_secs_f64() / replay_time.as_secs_f64()
+    );
+    if let Some(keep) = args.windows(2).find(|w| w[0] == "--keep").map(|w| &w[1]) {
+        std::fs::copy(&path, keep).expect("copy the recording");
+        let html = std::path::Path::new(keep).with_extension("html");
+        std::fs::write(&html, &page.html).expect("write the page");
+        println!(
+            "kept the recording as {keep} and its page as {}",
+            html.display()
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

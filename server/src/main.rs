@@ -84,6 +84,13 @@ enum Review {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Write one self-contained HTML page to watch the match and look into every shot in a
+    /// browser, offline (docs/viewer.md).
+    Html {
+        /// Where to write the page [default: the recording's name with .html].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Debug)]

@@ -381,5 +381,44 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
             say!("wrote {}", out.display());
             Ok(())
         }
+        Review::Html { out } => {
+            let started = std::time::Instant::now();
+            let name = file
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            let title = format!("Match {} ({name})", rec.header.match_id);
+            let page = rewind_record::viewer::page(&rec, &title)?;
+            let out = out.unwrap_or_else(|| file.with_extension("html"));
+            std::fs::write(&out, &page.html)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            let r = &page.report;
+            if json {
+                return print_json(&serde_json::json!({
+                    "html": out, "report": r, "seconds": started.elapsed().as_secs_f64(),
+                }));
+            }
+            say!(
+                "wrote {} ({:.2} MB): ticks {}..={} ({} ticks), {} players, {} shots ({} explained) in {:.2} s",
+                out.display(),
+                r.html_bytes as f64 / 1e6,
+                r.first_tick,
+                r.last_tick,
+                r.ticks,
+                r.players,
+                r.shots,
+                r.explained,
+                started.elapsed().as_secs_f64()
+            );
+            if r.explained < r.shots {
+                say!(
+                    "{} shots are listed without an explanation (before the first keyframe, or after the replay stopped); the page says which and why",
+                    r.shots - r.explained
+                );
+            }
+            if let Some(p) = &r.replay_problem {
+                eprintln!("warning: {p}");
+            }
+            Ok(())
+        }
     }
 }

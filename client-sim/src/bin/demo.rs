@@ -146,6 +146,9 @@ async fn run() -> anyhow::Result<()> {
         println!("  cargo run --release -p rewind-server -- review {p} shots");
         println!("  cargo run --release -p rewind-server -- review {p} shot 0");
         println!("  cargo run --release -p rewind-server -- review {p} svg 0 --out shot-0.svg");
+        println!(
+            "  cargo run --release -p rewind-server -- review {p} html   # watch it in a browser"
+        );
     }
     anyhow::ensure!(
         report.bots_connected == report.bots,

@@ -16,6 +16,7 @@ pub mod format;
 pub mod reader;
 pub mod replay;
 pub mod review;
+pub mod viewer;
 pub mod writer;
 
 pub use rewind_match::journal::{

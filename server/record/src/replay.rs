@@ -80,7 +80,7 @@ impl<'a> Replayer<'a> {
         })
     }
 
-    fn restore(&self, keyframe: &Keyframe) -> Match {
+    pub(crate) fn restore(&self, keyframe: &Keyframe) -> Match {
         Match::restore(
             self.config.clone(),
             self.map.clone(),

@@ -7,6 +7,7 @@ use crate::replay::{ReplayFailure, Replayer};
 use crate::{Membership, ShotVerdict};
 use glam::Vec3;
 use rewind_match::lagcomp::Rewind;
+use rewind_match::{Match, ShotEvent};
 use rewind_shared::hitbox::{Part, Posed};
 use rewind_shared::lagcomp::MAX_RANGE;
 use rewind_shared::protocol::printable;
@@ -116,6 +117,8 @@ pub struct Explanation {
     /// RTT, less the interpolation delay), for every shot, rejected ones included.
     pub estimated_view: String,
     pub used_view: Option<String>,
+    /// The view time used, in the units of `claimed` (none when the shot was rejected).
+    pub used: Option<ViewTime>,
     /// The two history ticks the targets were interpolated between (those the shooter's
     /// screen interpolated, when the shot was judged at its claim).
     pub interpolated: Option<(u32, u32)>,
@@ -183,7 +186,7 @@ pub struct WorldAt {
 
 /// Every player's name as the recording gives it, made printable: a file is untrusted, and a
 /// forged name may carry terminal escapes ([`printable`]).
-fn names(rec: &Recording) -> BTreeMap<PlayerId, String> {
+pub(crate) fn names(rec: &Recording) -> BTreeMap<PlayerId, String> {
     let mut names: BTreeMap<PlayerId, String> = rec
         .keyframes
         .first()
@@ -223,7 +226,7 @@ fn xml(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-fn verdict(outcome: &ShotOutcome) -> String {
+pub(crate) fn verdict(outcome: &ShotOutcome) -> String {
     match outcome {
         ShotOutcome::Hit {
             part: Part::Head, ..
@@ -365,6 +368,33 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
         .find(|s| s.shooter == recorded.shooter && s.seq == recorded.seq)
         .ok_or(ReviewError::Lost(tick.0))?;
     let names = names(rec);
+    let mut e = explained(
+        &m,
+        shot,
+        index,
+        &recorded.outcome,
+        &names,
+        replayer.config.tick_rate.hz(),
+    );
+    e.walls = walls(&replayer.map);
+    Ok(e)
+}
+
+/// The map's boxes (min, max), for pictures.
+pub(crate) fn walls(map: &rewind_shared::map::Map) -> Vec<([f32; 3], [f32; 3])> {
+    map.boxes.iter().map(|b| (arr(b.min), arr(b.max))).collect()
+}
+
+/// A shot as the replay judged it, explained: `m` is the match right after the shot's tick,
+/// `recorded` the verdict the file holds. Leaves `walls` empty.
+pub(crate) fn explained(
+    m: &Match,
+    shot: ShotEvent,
+    index: usize,
+    recorded: &ShotOutcome,
+    names: &BTreeMap<PlayerId, String>,
+    hz: u16,
+) -> Explanation {
     let hitboxes = *m.hitboxes();
     // What the judge traced the shot through: the very same rewind, for every player.
     let mut rewound = Vec::new();
@@ -404,7 +434,7 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
         ShotOutcome::Hit { target, part, .. } => (Some(target.0), Some(part)),
         _ => (None, None),
     };
-    Ok(Explanation {
+    Explanation {
         index,
         tick: shot.tick.0,
         shooter: shot.shooter.0,
@@ -413,6 +443,7 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
         claimed_view: shot.claimed.to_string(),
         estimated_view: shot.estimate.to_string(),
         used_view: shot.check.as_ref().ok().map(|c| c.used.to_string()),
+        used: shot.check.as_ref().ok().map(|c| c.used),
         interpolated: shot
             .check
             .as_ref()
@@ -429,8 +460,7 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
         rejected: shot.check.as_ref().err().map(ToString::to_string),
         claimed: shot.claimed,
         estimate: shot.estimate,
-        offset_ms: shot.claimed.since(shot.estimate) * 1000.0
-            / f64::from(replayer.config.tick_rate.hz()),
+        offset_ms: shot.claimed.since(shot.estimate) * 1000.0 / f64::from(hz),
         yaw: shot.shot.yaw,
         pitch: shot.shot.pitch,
         due: shot.context.due,
@@ -445,16 +475,11 @@ pub fn explain(rec: &Recording, index: usize) -> Result<Explanation, ReviewError
         target,
         part,
         distance_m: shot.distance,
-        reproduced: shot.outcome == recorded.outcome,
+        reproduced: shot.outcome == *recorded,
         rewound,
         left_out,
-        walls: replayer
-            .map
-            .boxes
-            .iter()
-            .map(|b| (arr(b.min), arr(b.max)))
-            .collect(),
-    })
+        walls: Vec::new(),
+    }
 }
 
 /// The world right after `tick`, rebuilt from the nearest keyframe.
@@ -495,7 +520,7 @@ pub fn world_at(rec: &Recording, tick: Tick) -> Result<WorldAt, ReviewError> {
 pub fn svg(e: &Explanation) -> String {
     let origin = Vec3::from(e.origin);
     let dir = Vec3::from(e.direction);
-    let length = e.distance_m.unwrap_or(30.0).max(5.0) + 3.0;
+    let length = ray_length(e);
     let end = origin + dir * length;
     // Top view frame: around the ray and the nearby players.
     let mut pts = vec![origin, end];
@@ -647,7 +672,13 @@ pub fn svg(e: &Explanation) -> String {
     s
 }
 
-fn near_ray(origin: Vec3, dir: Vec3, length: f32, p: Vec3) -> bool {
+/// How much of the ray a picture shows: to the hit, or 30 m, and 3 m beyond.
+pub(crate) fn ray_length(e: &Explanation) -> f32 {
+    e.distance_m.unwrap_or(30.0).max(5.0) + 3.0
+}
+
+/// Whether a player at `p` stands within 3 m of the shown ray (the side view draws those).
+pub(crate) fn near_ray(origin: Vec3, dir: Vec3, length: f32, p: Vec3) -> bool {
     let t = (p - origin).dot(dir).clamp(0.0, length);
     (origin + dir * t).with_y(p.y).distance(p) < 3.0
 }
