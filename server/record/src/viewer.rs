@@ -141,6 +141,7 @@ pub fn page(rec: &Recording, title: &str) -> Result<Page, ReviewError> {
     }
 
     let mut columns = Columns::default();
+    columns.text("strings", &strings.list);
     track.write(&mut columns);
     shots.write(&mut columns);
     let raw_bytes = columns.bytes.len();
@@ -164,7 +165,6 @@ pub fn page(rec: &Recording, title: &str) -> Result<Page, ReviewError> {
             "walls": review::walls(map),
         },
         "health": replayer.hitboxes.damage.health,
-        "strings": strings.list,
         "columns": columns.list,
         "replay_problem": problem,
         "lag_compensation": replayer.config.rewind.enabled,
@@ -313,6 +313,20 @@ impl Columns {
             out.extend_from_slice(&stream);
         }
         out
+    }
+
+    /// Strings, as UTF-8 joined by NUL (which no string holds: a NUL is replaced).
+    fn text(&mut self, name: &'static str, values: &[String]) {
+        let joined = values
+            .iter()
+            .map(|s| s.replace('\0', "\u{fffd}"))
+            .collect::<Vec<_>>()
+            .join("\0");
+        self.raw(name, joined.as_bytes());
+        if let Some(c) = self.list.last_mut() {
+            c.kind = "text";
+            c.len = values.len();
+        }
     }
 
     fn raw(&mut self, name: &'static str, values: &[u8]) {

@@ -35,6 +35,12 @@
     const out = {};
     list.forEach((c, k) => {
       const raw = parts[k];
+      if (c.kind === 'text') {
+        const texts = new TextDecoder().decode(raw).split('\0');
+        if (texts.length !== c.len) throw new Error('column ' + c.name + ' holds ' + texts.length + ' strings, not ' + c.len);
+        out[c.name] = texts;
+        return;
+      }
       if (c.kind === 'u8') {
         if (raw.length !== c.len) throw new Error('column ' + c.name + ' holds ' + raw.length + ' bytes, not ' + c.len);
         out[c.name] = raw;
@@ -78,7 +84,7 @@
     const P = meta.players.length;
     const S = col['shot.tick'].length;
     const scale = meta.pos_scale;
-    const str = (i) => meta.strings[i] || '';
+    const str = (i) => col.strings[i] || '';
     const nameOf = new Map(meta.players.map((p) => [p.id, p.name]));
     const slotOf = new Map(meta.players.map((p, i) => [p.id, i]));
     // Where each shot's poses, hitboxes and left-out players start.
