@@ -163,7 +163,7 @@ fn main() {
     seeks.sort_by(f64::total_cmp);
     // The browser viewer's page: one forward replay explaining every shot, compressed.
     let building = Instant::now();
-    let page = rewind_record::viewer::page(&rec, "bench").expect("page");
+    let page = rewind_record::viewer::page(&rec, "bench", None).expect("page");
     let page_time = building.elapsed();
     let shots: usize = rec.ticks.iter().map(|t| t.shots.len()).sum();
     println!("a {minutes}-minute match, {PLAYERS} players at {hz} Hz, bots' inputs and {shots} shots, keyframes every 5 s");

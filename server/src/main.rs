@@ -90,6 +90,13 @@ enum Review {
         /// Where to write the page [default: the recording's name with .html].
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Show the match from this tick (from the keyframe at or before it) [default: the
+        /// first].
+        #[arg(long)]
+        from: Option<u32>,
+        /// Show the match up to this tick [default: the last].
+        #[arg(long)]
+        to: Option<u32>,
     },
 }
 

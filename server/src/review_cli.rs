@@ -381,13 +381,19 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
             say!("wrote {}", out.display());
             Ok(())
         }
-        Review::Html { out } => {
+        Review::Html { out, from, to } => {
             let started = std::time::Instant::now();
+            let window = (from.is_some() || to.is_some()).then(|| {
+                (
+                    from.map_or_else(|| rec.first_tick().unwrap_or(Tick(0)), Tick),
+                    to.map_or_else(|| rec.last_tick().unwrap_or(Tick(0)), Tick),
+                )
+            });
             let name = file
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
             let title = format!("Match {} ({name})", rec.header.match_id);
-            let page = rewind_record::viewer::page(&rec, &title)?;
+            let page = rewind_record::viewer::page(&rec, &title, window)?;
             let out = out.unwrap_or_else(|| file.with_extension("html"));
             std::fs::write(&out, &page.html)
                 .with_context(|| format!("cannot write {}", out.display()))?;
@@ -398,21 +404,22 @@ pub fn answer(file: &Path, what: Review, json: bool) -> anyhow::Result<()> {
                 }));
             }
             say!(
-                "wrote {} ({:.2} MB): ticks {}..={} ({} ticks), {} players, {} shots ({} explained) in {:.2} s",
+                "wrote {} ({:.2} MB): ticks {}..={} ({} ticks), {} players, {} shots of the file's {} ({} explained) in {:.2} s",
                 out.display(),
                 r.html_bytes as f64 / 1e6,
                 r.first_tick,
                 r.last_tick,
                 r.ticks,
                 r.players,
+                r.listed,
                 r.shots,
                 r.explained,
                 started.elapsed().as_secs_f64()
             );
-            if r.explained < r.shots {
+            if r.explained < r.listed {
                 say!(
                     "{} shots are listed without an explanation (before the first keyframe, or after the replay stopped); the page says which and why",
-                    r.shots - r.explained
+                    r.listed - r.explained
                 );
             }
             if let Some(p) = &r.replay_problem {

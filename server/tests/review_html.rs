@@ -42,6 +42,28 @@ fn review_html_writes_a_self_contained_page_and_reports_it() {
         assert!(!html.contains(outside), "the page refers to {outside}");
     }
 
+    // A window of the match: from the keyframe at or before tick 60 to tick 120, with the
+    // shots of those ticks under their indexes in the file.
+    let window = Command::new(env!("CARGO_BIN_EXE_rewind-server"))
+        .args(["review"])
+        .arg(seed())
+        .args(["html", "--json", "--from", "60", "--to", "120", "--out"])
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(
+        window.status.success(),
+        "{}",
+        String::from_utf8_lossy(&window.stderr)
+    );
+    let said: serde_json::Value = serde_json::from_slice(&window.stdout).unwrap();
+    let part = &said["report"];
+    assert!(part["first_tick"].as_u64().unwrap() <= 60);
+    assert_eq!(part["last_tick"], 120);
+    assert!(part["ticks"].as_u64().unwrap() < report["ticks"].as_u64().unwrap());
+    assert_eq!(part["shots"], report["shots"], "the file's shots");
+    assert!(part["listed"].as_u64().unwrap() < report["shots"].as_u64().unwrap());
+
     let bad = Command::new(env!("CARGO_BIN_EXE_rewind-server"))
         .args(["review"])
         .arg(seed())

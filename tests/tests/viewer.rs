@@ -76,7 +76,7 @@ async fn the_viewer_page_shows_in_chromium_what_review_says() {
         .to_path_buf();
     let rec = Recording::open(&path).unwrap();
 
-    let page = viewer::page(&rec, "viewer test").unwrap();
+    let page = viewer::page(&rec, "viewer test", None).unwrap();
     let r = &page.report;
     assert_eq!(r.replay_problem, None);
     assert_eq!(r.shots as u64, stats.game.shots);
@@ -97,7 +97,7 @@ async fn the_viewer_page_shows_in_chromium_what_review_says() {
     // A file cut short still gives a page, of its readable part, that says it is damaged.
     let bytes = std::fs::read(&path).unwrap();
     let cut = Recording::parse(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
-    let part = viewer::page(&cut, "cut").unwrap();
+    let part = viewer::page(&cut, "cut", None).unwrap();
     assert!(part.report.ticks < r.ticks && part.report.ticks > 1);
     assert!(
         part.html.contains("\"damage\":\""),
@@ -105,9 +105,6 @@ async fn the_viewer_page_shows_in_chromium_what_review_says() {
     );
 
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/viewer-screenshots");
-    std::fs::create_dir_all(&out).unwrap();
-    let html = out.join("match.html");
-    std::fs::write(&html, &page.html).unwrap();
 
     // The oracle: what the review library (`review ... --json`) says.
     let summary = review::summary(&rec);
@@ -132,46 +129,91 @@ async fn the_viewer_page_shows_in_chromium_what_review_says() {
     .collect();
     chosen.dedup();
     assert!(shots.iter().any(|s| s.target.is_some()), "a hit to look at");
-    let explained: Vec<_> = chosen
-        .iter()
-        .map(|i| serde_json::to_value(review::explain(&rec, *i).unwrap()).unwrap())
-        .collect();
     let first_tick = rec.keyframes[0].tick.0;
     let last_tick = rec.last_tick().unwrap().0;
     let mid = first_tick + (last_tick - first_tick) / 2;
-    let world = |t: u32| serde_json::to_value(review::world_at(&rec, Tick(t)).unwrap()).unwrap();
     let mut ticks = vec![first_tick, first_tick + 1, mid, last_tick];
     ticks.extend(chosen.iter().map(|i| shots[*i].tick));
-    let oracle = serde_json::json!({
-        "worlds": ticks.iter().map(|t| world(*t)).collect::<Vec<_>>(),
-        "step": [world(mid), world(mid + 1)],
-        "shots": explained,
-        "hostile_names": hostile,
-    });
-    let oracle_path = out.join("oracle.json");
-    std::fs::write(&oracle_path, oracle.to_string()).unwrap();
+    let whole = oracle(&rec, &ticks, mid, &chosen, &hostile);
+
+    // A window of the match, from the middle: its shots keep their indexes in the file.
+    let start = rec.keyframe_before(Tick(mid)).unwrap().tick.0;
+    let window = viewer::page(&rec, "window", Some((Tick(mid), Tick(last_tick)))).unwrap();
+    let in_window: Vec<usize> = chosen
+        .iter()
+        .copied()
+        .filter(|i| shots[*i].tick > start)
+        .collect();
+    assert!(
+        in_window.iter().any(|i| *i >= window.report.listed),
+        "indexes beyond the rows"
+    );
+    let window_ticks = [mid, last_tick];
+    let part = oracle(&rec, &window_ticks, mid, &in_window, &hostile);
     let _ = std::fs::remove_dir_all(&dir);
 
-    if std::env::var_os("REWIND_NO_BROWSER").is_some() {
-        eprintln!("REWIND_NO_BROWSER is set: the page was written and checked, not opened");
-        return;
+    let pages = [
+        ("match", page.html, whole, ticks.len(), chosen.len()),
+        (
+            "window",
+            window.html,
+            part,
+            window_ticks.len(),
+            in_window.len(),
+        ),
+    ];
+    for (name, html, oracle, ticks, shots) in pages {
+        let out = out.join(name);
+        std::fs::create_dir_all(&out).unwrap();
+        let page = out.join(format!("{name}.html"));
+        std::fs::write(&page, html).unwrap();
+        let oracle_path = out.join("oracle.json");
+        std::fs::write(&oracle_path, oracle.to_string()).unwrap();
+        if std::env::var_os("REWIND_NO_BROWSER").is_some() {
+            eprintln!("REWIND_NO_BROWSER is set: the page was written and checked, not opened");
+            continue;
+        }
+        browser_ready().unwrap_or_else(|why| panic!("{why}"));
+        let run = Command::new("node")
+            .arg(browser_dir().join("viewer.mjs"))
+            .arg("check")
+            .arg(&page)
+            .arg(&oracle_path)
+            .arg(&out)
+            .output()
+            .expect("node runs");
+        let said = String::from_utf8_lossy(&run.stdout);
+        eprintln!("{name}: {said}{}", String::from_utf8_lossy(&run.stderr));
+        assert!(
+            run.status.success(),
+            "the browser checks of {name} failed: {said}"
+        );
+        let result: serde_json::Value = serde_json::from_str(said.trim()).unwrap();
+        assert_eq!(result["ticks"], ticks);
+        assert_eq!(result["shots"], shots);
+        assert!(result["hitboxes"].as_u64().unwrap() >= 1, "{result}");
+        assert_eq!(result["requests"], 0);
+        assert_eq!(result["console"], 0);
     }
-    browser_ready().unwrap_or_else(|why| panic!("{why}"));
-    let run = Command::new("node")
-        .arg(browser_dir().join("viewer.mjs"))
-        .arg("check")
-        .arg(&html)
-        .arg(&oracle_path)
-        .arg(&out)
-        .output()
-        .expect("node runs");
-    let said = String::from_utf8_lossy(&run.stdout);
-    eprintln!("{said}{}", String::from_utf8_lossy(&run.stderr));
-    assert!(run.status.success(), "the browser checks failed: {said}");
-    let result: serde_json::Value = serde_json::from_str(said.trim()).unwrap();
-    assert_eq!(result["ticks"], ticks.len());
-    assert_eq!(result["shots"], chosen.len());
-    assert!(result["hitboxes"].as_u64().unwrap() >= 1, "{result}");
-    assert_eq!(result["requests"], 0);
-    assert_eq!(result["console"], 0);
+}
+
+/// What the review library (`review FILE world TICK --json`, `review FILE shot N --json`)
+/// says of those ticks and shots, and of one tick step from `step`.
+fn oracle(
+    rec: &Recording,
+    ticks: &[u32],
+    step: u32,
+    shots: &[usize],
+    hostile: &[String],
+) -> serde_json::Value {
+    let world = |t: u32| serde_json::to_value(review::world_at(rec, Tick(t)).unwrap()).unwrap();
+    serde_json::json!({
+        "worlds": ticks.iter().map(|t| world(*t)).collect::<Vec<_>>(),
+        "step": [world(step), world(step + 1)],
+        "shots": shots
+            .iter()
+            .map(|i| serde_json::to_value(review::explain(rec, *i).unwrap()).unwrap())
+            .collect::<Vec<_>>(),
+        "hostile_names": hostile,
+    })
 }

@@ -27,6 +27,8 @@ pub enum ReviewError {
     Replay(#[from] ReplayFailure),
     #[error("the replay of tick {0} did not produce the recorded shot")]
     Lost(u32),
+    #[error("a page of {player_ticks} player-ticks (players × ticks) is over the {limit} a browser opens quickly: show a window of the match (--from TICK --to TICK)")]
+    TooLong { player_ticks: usize, limit: usize },
 }
 
 /// One player's line in the summary.
@@ -208,7 +210,7 @@ pub(crate) fn names(rec: &Recording) -> BTreeMap<PlayerId, String> {
 }
 
 /// Text for an SVG document: the five characters XML gives meaning to, escaped.
-fn xml(s: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn xml(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.contains(['&', '<', '>', '"', '\'']) {
         return std::borrow::Cow::Borrowed(s);
     }

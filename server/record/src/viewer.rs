@@ -21,6 +21,7 @@ use base64::Engine as _;
 use rewind_shared::hitbox::Part;
 use rewind_shared::protocol::{PlayerId, ShotOutcome};
 use rewind_shared::sim::POS_SCALE;
+use rewind_shared::Tick;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -31,6 +32,11 @@ const STYLE: &str = include_str!("viewer/viewer.css");
 
 /// The data layout's version, read by the page's script.
 pub const DATA_VERSION: u32 = 1;
+
+/// The most player-ticks (players × ticks shown) one page holds: about 1.7 hours of 10
+/// players, or 16 minutes of 64. A browser holds them decoded in about 80 bytes each (with the
+/// shots), so about 320 MB at most; a longer match is reviewed a window at a time.
+pub const MAX_PLAYER_TICKS: usize = 4_000_000;
 
 /// A written page and what went into it.
 pub struct Page {
@@ -48,6 +54,8 @@ pub struct PageReport {
     pub players: usize,
     /// Every shot in the file.
     pub shots: usize,
+    /// The shots the page lists (those of the ticks it shows; every shot without a window).
+    pub listed: usize,
     /// Shots the replay judged again and the page explains (the rest are listed with why not).
     pub explained: usize,
     /// The columns before and after compression, and the whole page, bytes.
@@ -58,12 +66,33 @@ pub struct PageReport {
     pub replay_problem: Option<String>,
 }
 
-/// Builds the page for a recording. Fails only when the recording cannot be replayed at all
-/// (no keyframe, or a map, hitbox model or settings that do not load); a replay that stops or
-/// diverges part-way gives a page that says where.
-pub fn page(rec: &Recording, title: &str) -> Result<Page, ReviewError> {
+/// Builds the page for a recording: all of it, or with `window` the ticks from the keyframe at
+/// or before its first tick to its last. Fails only when the recording cannot be replayed at
+/// all (no keyframe, or a map, hitbox model or settings that do not load), or the page would
+/// hold more than [`MAX_PLAYER_TICKS`]; a replay that stops or diverges part-way gives a page
+/// that says where.
+pub fn page(
+    rec: &Recording,
+    title: &str,
+    window: Option<(Tick, Tick)>,
+) -> Result<Page, ReviewError> {
+    build(rec, title, window, MAX_PLAYER_TICKS)
+}
+
+fn build(
+    rec: &Recording,
+    title: &str,
+    window: Option<(Tick, Tick)>,
+    limit: usize,
+) -> Result<Page, ReviewError> {
     let replayer = Replayer::new(rec)?;
-    let first = rec.keyframes.first().ok_or(ReplayFailure::NoKeyframe)?;
+    let first = match window {
+        Some((from, _)) => rec.keyframe_before(from),
+        None => rec.keyframes.first(),
+    }
+    .ok_or(ReplayFailure::NoKeyframe)?;
+    let last = window.map(|(_, to)| to);
+    let shown = |t: Tick| t.is_after(first.tick) && last.is_none_or(|l| !t.is_after(l));
     let names = review::names(rec);
     let mut ids: Vec<PlayerId> = names.keys().copied().collect();
     ids.extend(first.players.iter().map(|p| p.id));
@@ -71,6 +100,14 @@ pub fn page(rec: &Recording, title: &str) -> Result<Page, ReviewError> {
     ids.dedup();
     let slot: HashMap<PlayerId, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let hz = replayer.config.tick_rate.hz();
+    let frames = 1 + rec.ticks.iter().filter(|t| shown(t.tick)).count();
+    let player_ticks = frames.saturating_mul(ids.len());
+    if player_ticks > limit {
+        return Err(ReviewError::TooLong {
+            player_ticks,
+            limit,
+        });
+    }
 
     let mut m = replayer.restore(first);
     let mut track = Track::new(ids.len());
@@ -81,8 +118,13 @@ pub fn page(rec: &Recording, title: &str) -> Result<Page, ReviewError> {
     let mut replaying = true;
     let mut index = 0usize;
     for record in &rec.ticks {
-        // Ticks at or before the first keyframe are in it; shots there are listed, unexplained.
+        // Ticks at or before the first keyframe are in it: shots there are listed unexplained
+        // (a window leaves them out, as it does those after its end).
         let before = !record.tick.is_after(first.tick);
+        if !shown(record.tick) && (window.is_some() || !before) {
+            index += record.shots.len();
+            continue;
+        }
         let mut replayed = None;
         if replaying && !before {
             match m.replay(record) {
@@ -133,7 +175,7 @@ pub fn page(rec: &Recording, title: &str) -> Result<Page, ReviewError> {
                     } else {
                         "the replay did not produce it"
                     };
-                    shots.unexplained(record.tick.0, recorded, why, &mut strings);
+                    shots.unexplained(index, record.tick.0, recorded, why, &mut strings);
                 }
             }
             index += 1;
@@ -176,6 +218,7 @@ pub fn page(rec: &Recording, title: &str) -> Result<Page, ReviewError> {
         last_tick: track.ticks.last().map_or(first.tick.0, |t| *t as u32),
         players: ids.len(),
         shots: index,
+        listed: shots.tick.len(),
         explained: shots.explained_count,
         raw_bytes,
         compressed_bytes: compressed.len(),
@@ -201,7 +244,8 @@ fn fill(title: &str, meta: &str, blob: &str) -> String {
             break;
         };
         match &after[..end] {
-            "TITLE" => out.push_str(&html_text(title)),
+            // The five characters markup gives meaning to, escaped, as for SVG.
+            "TITLE" => out.push_str(&review::xml(title)),
             "SCRIPT_HASH" => out.push_str(&hash),
             "STYLE" => out.push_str(STYLE),
             "SCRIPT" => out.push_str(SCRIPT),
@@ -216,22 +260,6 @@ fn fill(title: &str, meta: &str, blob: &str) -> String {
         rest = &after[end + 2..];
     }
     out.push_str(rest);
-    out
-}
-
-/// Text for HTML content or an attribute: the five characters HTML gives meaning to, escaped.
-fn html_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
     out
 }
 
@@ -494,7 +522,8 @@ const REF_SHOT_TICK: u8 = 2;
 #[derive(Default)]
 struct ShotColumns {
     explained_count: usize,
-    /// Per shot.
+    /// Per shot: its index in the file (`review FILE shot N`).
+    index: Vec<i64>,
     tick: Vec<i64>,
     shooter: Vec<i64>,
     seq: Vec<i64>,
@@ -531,7 +560,8 @@ struct ShotColumns {
     interpolated: [Vec<i64>; 2],
     poses: Vec<i64>,
     left: Vec<i64>,
-    /// Per rewound pose: feet relative to the track at `pose_ref`, millimetres; where the player really was relative to the track at the shot's tick.
+    /// Per rewound pose: feet relative to the track at `pose_ref`, millimetres; where the
+    /// player really was relative to the track at the shot's tick (`actual_ref`).
     pose_id: Vec<i64>,
     pose_ref: Vec<u8>,
     pose_mm: [Vec<i64>; 3],
@@ -579,12 +609,14 @@ impl Refs<'_> {
 impl ShotColumns {
     fn common(
         &mut self,
+        index: usize,
         tick: u32,
         shooter: PlayerId,
         seq: u32,
         outcome: &ShotOutcome,
         strings: &mut Strings,
     ) {
+        self.index.push(index as i64);
         self.tick.push(i64::from(tick));
         self.shooter.push(i64::from(shooter.0));
         self.seq.push(i64::from(seq));
@@ -600,8 +632,15 @@ impl ShotColumns {
         self.verdict.push(strings.id(&review::verdict(outcome)));
     }
 
-    fn unexplained(&mut self, tick: u32, s: &crate::ShotVerdict, why: &str, strings: &mut Strings) {
-        self.common(tick, s.shooter, s.seq, &s.outcome, strings);
+    fn unexplained(
+        &mut self,
+        index: usize,
+        tick: u32,
+        s: &crate::ShotVerdict,
+        why: &str,
+        strings: &mut Strings,
+    ) {
+        self.common(index, tick, s.shooter, s.seq, &s.outcome, strings);
         self.explained.push(0);
         self.why.push(strings.id(why));
         for v in [
@@ -650,7 +689,14 @@ impl ShotColumns {
     ) {
         self.explained_count += 1;
         // The row shows the recorded verdict; `reproduced` says whether the replay agreed.
-        self.common(e.tick, PlayerId(e.shooter), e.seq, recorded, strings);
+        self.common(
+            e.index,
+            e.tick,
+            PlayerId(e.shooter),
+            e.seq,
+            recorded,
+            strings,
+        );
         self.explained.push(1);
         self.why.push(0);
         self.distance_mm
@@ -749,6 +795,7 @@ impl ShotColumns {
     }
 
     fn write(&self, c: &mut Columns) {
+        c.ints("shot.index", &self.index, 1);
         c.ints("shot.tick", &self.tick, 1);
         c.ints("shot.shooter", &self.shooter, 0);
         c.ints("shot.seq", &self.seq, 1);
@@ -898,7 +945,30 @@ mod tests {
         assert!(!safe.contains(['<', '>', '&', '\u{2028}']), "{safe}");
         let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
         assert_eq!(back.to_string(), json, "the same JSON");
-        assert_eq!(html_text("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&#39;");
+    }
+
+    #[test]
+    fn a_page_over_the_limit_is_refused_and_a_window_of_it_is_not() {
+        let seed = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fuzz/seeds/recording/demo-2s.rwd"
+        );
+        let rec = Recording::open(std::path::Path::new(seed)).unwrap();
+        let players = review::names(&rec).len();
+        let ticks = rec.ticks.len() + 1;
+        let whole = build(&rec, "", None, players * ticks).unwrap();
+        assert_eq!(whole.report.ticks, ticks);
+        let refused = build(&rec, "", None, players * ticks - 1).err().unwrap();
+        assert!(
+            refused.to_string().contains("show a window of the match"),
+            "{refused}"
+        );
+        // The first 20 ticks after the keyframe (the seed has one, at its start).
+        let start = rec.keyframes[0].tick;
+        let window = Some((start, Tick(start.0 + 20)));
+        let part = build(&rec, "", window, players * 21).unwrap();
+        assert_eq!(part.report.ticks, 21);
+        assert_eq!(part.report.last_tick, start.0 + 20);
     }
 
     #[test]

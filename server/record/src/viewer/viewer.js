@@ -155,7 +155,9 @@
     function shot(s) {
       const g = (name) => col['shot.' + name][s];
       const o = {
-        index: s,
+        row: s,
+        // Its index in the file: the N of `review FILE shot N`.
+        index: g('index'),
         tick: g('tick'),
         shooter: g('shooter'),
         shooterName: nameOf.get(g('shooter')) || '',
@@ -323,13 +325,18 @@
     const sum = meta.summary;
     const firstTick = col.ticks[0];
     const lastTick = col.ticks[M.T - 1];
-    const seconds = (tick) => (tick - firstTick) / hz;
+    // Times are from the start of the match, whatever part of it the page shows.
+    const origin = Math.min(sum.first_tick, firstTick);
+    const seconds = (tick) => (tick - origin) / hz;
+    const part = firstTick > sum.first_tick || lastTick < sum.last_tick
+      ? ' This page shows ticks ' + firstTick + ' to ' + lastTick + ' (' + fmtClock(seconds(lastTick)) + ') and their ' + M.S + ' shots.'
+      : '';
     $('facts').textContent =
-      'Map ' + sum.map + ', ' + hz + ' ticks per second, ticks ' + firstTick + ' to ' + lastTick + ' (' + fmtClock(seconds(lastTick)) +
+      'Map ' + sum.map + ', ' + hz + ' ticks per second, ticks ' + sum.first_tick + ' to ' + sum.last_tick + ' (' + fmtClock(sum.duration_s) +
       '), ' + M.P + ' players, ' + sum.shots + ' shots, ' + sum.hits + ' hits, ' + sum.headshots + ' headshots, ' + sum.kills +
       ' kills. Lag compensation ' + (meta.lag_compensation ? 'on' : 'off') + '. ' +
       (sum.finished_cleanly ? 'The match finished cleanly.' : 'The match did not finish cleanly (the file has no footer, or is damaged).') +
-      ' Recorded by ' + sum.build + '.';
+      ' Recorded by ' + sum.build + '.' + part;
     const problems = [];
     if (meta.replay_problem) problems.push(meta.replay_problem);
     if (sum.damage) problems.push('The file is damaged: ' + sum.damage);
@@ -463,7 +470,7 @@
       if (!killed[s]) continue;
       const o = M.shot(s);
       const b = el('button', fmtClock(seconds(o.tick)) + '  ' + o.shooterName + ' killed ' + o.targetName + (o.part === 'head' ? ' (headshot)' : ''));
-      b.dataset.shot = s;
+      b.dataset.shot = o.index;
       b.onclick = () => choose(s);
       const li = el('li');
       li.append(b);
@@ -519,9 +526,9 @@
         for (let r = first; r < Math.min(this.rows.length, first + count); r++) {
           const s = this.rows[r];
           const o = M.shot(s);
-          const b = el('button', '#' + s + '  tick ' + o.tick + '  ' + o.shooterName + ': ' + o.verdict + (o.target ? ' on ' + o.targetName : ''));
-          b.dataset.shot = s;
-          b.className = verdictClass(o) + (o.tick === tick ? ' now' : '') + (chosen && chosen.index === s ? ' chosen' : '');
+          const b = el('button', '#' + o.index + '  tick ' + o.tick + '  ' + o.shooterName + ': ' + o.verdict + (o.target ? ' on ' + o.targetName : ''));
+          b.dataset.shot = o.index;
+          b.className = verdictClass(o) + (o.tick === tick ? ' now' : '') + (chosen && chosen.row === s ? ' chosen' : '');
           b.onclick = () => choose(s);
           holder.append(b);
         }
@@ -531,8 +538,16 @@
     shooterSel.onchange = () => list.filter();
     $('byverdict').onchange = () => list.filter();
     $('shotno').onchange = () => {
-      const s = Math.round(Number($('shotno').value));
-      if (Number.isFinite(s) && s >= 0 && s < M.S) choose(s);
+      const n = Math.round(Number($('shotno').value));
+      const index = col['shot.index'];
+      let lo = 0;
+      let hi = M.S;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (index[mid] < n) lo = mid + 1;
+        else hi = mid;
+      }
+      if (lo < M.S && index[lo] === n) choose(lo);
     };
 
     function verdictClass(o) {
@@ -554,9 +569,9 @@
       chosen = M.shot(s);
       const o = chosen;
       $('shot').hidden = false;
-      $('shot').dataset.shot = s;
-      $('shotno').value = s;
-      $('shottitle').textContent = 'Shot #' + s + ' at tick ' + o.tick + ' (' + fmtClock(seconds(o.tick)) + ') by ' + o.shooterName + ' (player ' + o.shooter + ', input ' + o.seq + ')';
+      $('shot').dataset.shot = o.index;
+      $('shotno').value = o.index;
+      $('shottitle').textContent = 'Shot #' + o.index + ' at tick ' + o.tick + ' (' + fmtClock(seconds(o.tick)) + ') by ' + o.shooterName + ' (player ' + o.shooter + ', input ' + o.seq + ')';
       const v = $('verdict');
       v.textContent = 'Verdict: ' + o.verdict + (o.target ? ' on ' + o.targetName + ' (player ' + o.target + ')' : '') +
         (o.explained && o.distance !== null ? ', ' + o.distance.toFixed(2) + ' m away' : '') + (o.kill ? ', a kill' : '');
