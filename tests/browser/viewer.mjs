@@ -155,16 +155,19 @@ async function checkPage(file, oracleFile, shots) {
     await shot('2-stepped');
 
     // Play runs the clock forward; pause stops it.
-    await seek(page, oracle.worlds[0].tick);
+    const from = oracle.worlds[0].tick;
+    await seek(page, from);
     await page.selectOption('#speed', '4');
     await page.click('#play');
-    await page.waitForTimeout(400);
+    const moved = await page
+      .waitForFunction((t) => Number(document.body.dataset.tick) > t, from, { timeout: 10000 })
+      .then(() => true, () => false);
+    check(moved, `play did not move the clock in 10 s (still at tick ${from})`);
     await page.click('#play');
-    const played = Number(await page.evaluate(() => document.body.dataset.tick));
-    check(played > oracle.worlds[0].tick, `play did not move the clock (still at tick ${played})`);
     const still = Number(await page.evaluate(() => document.body.dataset.tick));
-    await page.waitForTimeout(200);
-    check(Number(await page.evaluate(() => document.body.dataset.tick)) === still, 'pause did not stop the clock');
+    await page.waitForTimeout(300);
+    const after = Number(await page.evaluate(() => document.body.dataset.tick));
+    check(after === still, `pause did not stop the clock (${still}, then ${after})`);
 
     // Shots, clicked in the list.
     for (const e of oracle.shots) {
@@ -182,8 +185,12 @@ async function checkPage(file, oracleFile, shots) {
       result.kill_feed = Number(s);
     }
 
-    // Hostile names are text.
+    // Hostile names are text: in the players table at a tick where everyone is in the match
+    // (the oracle's step tick), and in the shooter filter.
+    await seek(page, oracle.step[0].tick);
     for (const name of oracle.hostile_names) {
+      const listed = await page.$$eval('#byshooter option', (os, n) => os.some((o) => o.textContent.startsWith(n + ' (')), name);
+      check(listed, `the name ${JSON.stringify(name)} is not shown as text in the shooter filter`);
       const found = await page.$$eval('#players td.name', (tds, n) => tds.some((td) => td.textContent === n), name);
       check(found, `the name ${JSON.stringify(name)} is not shown as text in the players table`);
     }

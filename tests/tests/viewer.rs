@@ -132,6 +132,9 @@ async fn the_viewer_page_shows_in_chromium_what_review_says() {
     let first_tick = rec.keyframes[0].tick.0;
     let last_tick = rec.last_tick().unwrap().0;
     let mid = first_tick + (last_tick - first_tick) / 2;
+    // Everyone is in the match at `mid` (the browser looks for every name there).
+    let everyone = review::world_at(&rec, Tick(mid)).unwrap().players.len();
+    assert_eq!(everyone, 5, "all five players at tick {mid}");
     let mut ticks = vec![first_tick, first_tick + 1, mid, last_tick];
     ticks.extend(chosen.iter().map(|i| shots[*i].tick));
     let whole = oracle(&rec, &ticks, mid, &chosen, &hostile);
