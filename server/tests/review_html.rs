@@ -12,25 +12,36 @@ fn seed() -> &'static Path {
     ))
 }
 
-#[test]
-fn review_html_writes_a_self_contained_page_and_reports_it() {
-    let dir = std::env::temp_dir().join(format!("rewind-review-html-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let page = dir.join("match.html");
-    let out = Command::new(env!("CARGO_BIN_EXE_rewind-server"))
-        .args(["review"])
+/// `rewind-server review SEED html ARGS... --out OUT`.
+fn review_html(args: &[&str], out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rewind-server"))
+        .arg("review")
         .arg(seed())
-        .args(["html", "--json", "--out"])
-        .arg(&page)
+        .arg("html")
+        .args(args)
+        .arg("--out")
+        .arg(out)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// The JSON report of a run that succeeded.
+fn reported(out: &std::process::Output) -> serde_json::Value {
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let report = &said["report"];
+    said["report"].clone()
+}
+
+#[test]
+fn review_html_writes_a_self_contained_page_and_reports_it() {
+    let dir = std::env::temp_dir().join(format!("rewind-review-html-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("match.html");
+    let report = reported(&review_html(&["--json"], &page));
     let html = std::fs::read_to_string(&page).unwrap();
     assert_eq!(report["html_bytes"], html.len());
     assert!(report["shots"].as_u64().unwrap() > 0);
@@ -44,33 +55,17 @@ fn review_html_writes_a_self_contained_page_and_reports_it() {
 
     // A window of the match: from the keyframe at or before tick 60 to tick 120, with the
     // shots of those ticks under their indexes in the file.
-    let window = Command::new(env!("CARGO_BIN_EXE_rewind-server"))
-        .args(["review"])
-        .arg(seed())
-        .args(["html", "--json", "--from", "60", "--to", "120", "--out"])
-        .arg(&page)
-        .output()
-        .unwrap();
-    assert!(
-        window.status.success(),
-        "{}",
-        String::from_utf8_lossy(&window.stderr)
-    );
-    let said: serde_json::Value = serde_json::from_slice(&window.stdout).unwrap();
-    let part = &said["report"];
+    let part = reported(&review_html(
+        &["--json", "--from", "60", "--to", "120"],
+        &page,
+    ));
     assert!(part["first_tick"].as_u64().unwrap() <= 60);
     assert_eq!(part["last_tick"], 120);
     assert!(part["ticks"].as_u64().unwrap() < report["ticks"].as_u64().unwrap());
     assert_eq!(part["shots"], report["shots"], "the file's shots");
     assert!(part["listed"].as_u64().unwrap() < report["shots"].as_u64().unwrap());
 
-    let bad = Command::new(env!("CARGO_BIN_EXE_rewind-server"))
-        .args(["review"])
-        .arg(seed())
-        .args(["html", "--out"])
-        .arg(dir.join("no-such-folder/match.html"))
-        .output()
-        .unwrap();
+    let bad = review_html(&[], &dir.join("no-such-folder/match.html"));
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("cannot write"), "{err}");
