@@ -709,6 +709,16 @@
             if (rewound) ctx.fill();
             else ctx.stroke();
           }
+          if (!rewound && p.near) {
+            // Where the shot was judged against, dotted, to the real place.
+            ctx.setLineDash([3, 3]);
+            ctx.beginPath();
+            ctx.arc(fr.x(p.pos[0]), fr.z(p.pos[2]), Math.max(3, 0.3 * fr.s), 0, 2 * Math.PI);
+            ctx.moveTo(fr.x(p.pos[0]), fr.z(p.pos[2]));
+            ctx.lineTo(fr.x(p.actual[0]), fr.z(p.actual[2]));
+            ctx.stroke();
+            ctx.setLineDash([]);
+          }
           const q = rewound ? p.pos : p.actual;
           ctx.fillStyle = '#222';
           ctx.fillText(p.name, fr.x(q[0]) + 0.5 * fr.s + 4, fr.z(q[2]) - 4);
@@ -730,7 +740,7 @@
         : 'What the shooter saw, as judged: everyone rewound to ' + o.used + '. The ray from the shooter (black dot); the hitboxes (head, torso, legs) of the players within 3 m of it; feet of the others.';
       const zoom = close.length ? ' Zoomed on the players within 3 m of the ray; the ray comes from the shooter at (' + m3([o.origin[0], o.origin[2]]) + ') (x, z).' : '';
       $('sawcap').textContent += zoom;
-      $('realcap').textContent = 'Where everyone really was at tick ' + o.tick + ', when the shot was judged (feet; hollow circles), with the same ray.' + zoom;
+      $('realcap').textContent = 'Where everyone really was at tick ' + o.tick + ', when the shot was judged (feet; hollow circles), with the same ray; dotted, the rewound feet of the players near the ray and how far they were from the real place.' + zoom;
       // Side view: along the horizontal direction of the ray, height up.
       const flat = Math.hypot(o.dir[0], o.dir[2]) || 1;
       const fx = o.dir[0] / flat;
