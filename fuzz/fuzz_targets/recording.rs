@@ -1,5 +1,6 @@
 //! A recording file: its frames one by one, then the whole file as the reader parses it, and
-//! when it parses, a replay and verification of it. Whatever the bytes, an error or a result.
+//! when it parses, a replay and verification of it and its viewer page. Whatever the bytes, an
+//! error or a result.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -21,5 +22,7 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(replayer) = Replayer::new(&rec) {
             let _ = replayer.verify();
         }
+        // The viewer page: a forward replay explaining every shot, whatever the file says.
+        let _ = rewind_record::viewer::page(&rec, "fuzz", None);
     }
 });
