@@ -523,6 +523,7 @@
         holder.style.top = first * ROW + 'px';
         holder.textContent = '';
         const tick = col.ticks[f];
+        if (!this.rows.length) holder.append(el('p', M.S ? 'No shot matches.' : 'Nobody fired.', 'legend'));
         for (let r = first; r < Math.min(this.rows.length, first + count); r++) {
           const s = this.rows[r];
           const o = M.shot(s);
