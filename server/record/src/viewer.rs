@@ -317,6 +317,9 @@ struct Column {
     len: usize,
     /// Bytes of the column's zlib stream in the blob.
     zlib: usize,
+    /// Where its bytes are in `Columns::bytes`, before compression.
+    #[serde(skip)]
+    span: std::ops::Range<usize>,
 }
 
 /// Columns back to back, before compression.
@@ -324,7 +327,6 @@ struct Column {
 struct Columns {
     list: Vec<Column>,
     bytes: Vec<u8>,
-    spans: Vec<(&'static str, usize, usize)>,
 }
 
 impl Columns {
@@ -332,15 +334,34 @@ impl Columns {
     /// deflate block then never mixes two columns' statistics), back to back.
     fn compress(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
-        for (column, (_, from, to)) in self.list.iter_mut().zip(&self.spans) {
+        for column in &mut self.list {
             let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
             // Writing to a Vec cannot fail.
-            let _ = z.write_all(&self.bytes[*from..*to]);
+            let _ = z.write_all(&self.bytes[column.span.clone()]);
             let stream = z.finish().unwrap_or_default();
             column.zlib = stream.len();
             out.extend_from_slice(&stream);
         }
         out
+    }
+
+    /// A column of `len` values of `kind`, whose bytes `write` appends.
+    fn add(
+        &mut self,
+        name: &'static str,
+        kind: &'static str,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let from = self.bytes.len();
+        write(&mut self.bytes);
+        self.list.push(Column {
+            name,
+            kind,
+            len,
+            zlib: 0,
+            span: from..self.bytes.len(),
+        });
     }
 
     /// Strings, as UTF-8 joined by NUL (which no string holds: a NUL is replaced).
@@ -350,57 +371,44 @@ impl Columns {
             .map(|s| s.replace('\0', "\u{fffd}"))
             .collect::<Vec<_>>()
             .join("\0");
-        self.raw(name, joined.as_bytes());
-        if let Some(c) = self.list.last_mut() {
-            c.kind = "text";
-            c.len = values.len();
-        }
+        self.add(name, "text", values.len(), |out| {
+            out.extend_from_slice(joined.as_bytes());
+        });
     }
 
     fn raw(&mut self, name: &'static str, values: &[u8]) {
-        self.list.push(Column {
-            name,
-            kind: "u8",
-            len: values.len(),
-            zlib: 0,
+        self.add(name, "u8", values.len(), |out| {
+            out.extend_from_slice(values)
         });
-        let from = self.bytes.len();
-        self.bytes.extend_from_slice(values);
-        self.spans.push((name, from, self.bytes.len()));
     }
 
     /// The values themselves (`order` 0), their differences (1) or the differences of their
     /// differences (2), as zigzag varints.
     fn ints(&mut self, name: &'static str, values: &[i64], order: u8) {
-        self.list.push(Column {
-            name,
-            kind: ["z", "d1", "d2"][usize::from(order.min(2))],
-            len: values.len(),
-            zlib: 0,
-        });
-        let from = self.bytes.len();
-        let (mut prev, mut prev_delta) = (0i64, 0i64);
-        for &v in values {
-            let delta = v.wrapping_sub(prev);
-            let stored = match order {
-                0 => v,
-                1 => delta,
-                _ => delta.wrapping_sub(prev_delta),
-            };
-            prev = v;
-            prev_delta = delta;
-            let mut z = ((stored << 1) ^ (stored >> 63)) as u64;
-            loop {
-                let byte = (z & 0x7f) as u8;
-                z >>= 7;
-                if z == 0 {
-                    self.bytes.push(byte);
-                    break;
+        let kind = ["z", "d1", "d2"][usize::from(order.min(2))];
+        self.add(name, kind, values.len(), |out| {
+            let (mut prev, mut prev_delta) = (0i64, 0i64);
+            for &v in values {
+                let delta = v.wrapping_sub(prev);
+                let stored = match order {
+                    0 => v,
+                    1 => delta,
+                    _ => delta.wrapping_sub(prev_delta),
+                };
+                prev = v;
+                prev_delta = delta;
+                let mut z = ((stored << 1) ^ (stored >> 63)) as u64;
+                loop {
+                    let byte = (z & 0x7f) as u8;
+                    z >>= 7;
+                    if z == 0 {
+                        out.push(byte);
+                        break;
+                    }
+                    out.push(byte | 0x80);
                 }
-                self.bytes.push(byte | 0x80);
             }
-        }
-        self.spans.push((name, from, self.bytes.len()));
+        });
     }
 }
 

@@ -271,6 +271,17 @@
     }
   }
 
+  // A shot's ray in a top view, from `from` to `to` (metres).
+  function drawRay(ctx, f, from, to) {
+    ctx.strokeStyle = '#000';
+    ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    ctx.moveTo(f.x(from[0]), f.z(from[2]));
+    ctx.lineTo(f.x(to[0]), f.z(to[2]));
+    ctx.stroke();
+    ctx.lineWidth = 1;
+  }
+
   const TURN = (2 * Math.PI) / 65536;
 
   function drawPlayer(ctx, f, p, color, maxHealth) {
@@ -363,16 +374,7 @@
       const { ctx } = setup($('top'));
       walls(ctx, topFrame, meta);
       const tick = col.ticks[f];
-      if (chosen && chosen.explained && chosen.tick === tick) {
-        const end = rayEnd(chosen);
-        ctx.strokeStyle = '#000';
-        ctx.lineWidth = 1.5;
-        ctx.beginPath();
-        ctx.moveTo(topFrame.x(chosen.origin[0]), topFrame.z(chosen.origin[2]));
-        ctx.lineTo(topFrame.x(end[0]), topFrame.z(end[2]));
-        ctx.stroke();
-        ctx.lineWidth = 1;
-      }
+      if (chosen && chosen.explained && chosen.tick === tick) drawRay(ctx, topFrame, chosen.origin, rayEnd(chosen));
       for (let p = 0; p < M.P; p++) {
         const s = M.player(p, f);
         if (s) drawPlayer(ctx, topFrame, s, colorOf(p), meta.health);
@@ -724,12 +726,7 @@
           ctx.fillStyle = '#222';
           ctx.fillText(p.name, fr.x(q[0]) + 0.5 * fr.s + 4, fr.z(q[2]) - 4);
         }
-        ctx.strokeStyle = '#000';
-        ctx.lineWidth = 1.5;
-        ctx.beginPath();
-        ctx.moveTo(fr.x(o.origin[0]), fr.z(o.origin[2]));
-        ctx.lineTo(fr.x(end[0]), fr.z(end[2]));
-        ctx.stroke();
+        drawRay(ctx, fr, o.origin, end);
         ctx.fillStyle = '#000';
         ctx.beginPath();
         ctx.arc(fr.x(o.origin[0]), fr.z(o.origin[2]), 4, 0, 2 * Math.PI);
